@@ -1,0 +1,253 @@
+"""``hft-search``: the command line. It parses arguments and calls the public API, nothing more.
+
+Every error raised on purpose (:class:`~hft_search.exceptions.HFTSearchError`) is printed as one clear
+message and exits 2, with no traceback; ``--verbose`` shows the traceback for bug reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import yaml
+
+EXIT_USAGE = 2
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from hft_search import validate
+
+    spec = validate(args.spec, check_model=not args.no_model_check)
+    print(spec.to_yaml(), end="")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from hft_search import describe_best, load_spec, resolve_storage_url, run_study
+
+    spec = load_spec(args.spec)
+    study = run_study(spec, n_trials=args.n_trials, storage=args.storage, study_name=args.study_name,
+                      progress=sys.stderr.isatty() and not args.no_progress)
+    print(describe_best(study, resolve_storage_url(args.storage, spec.study.storage)))
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from hft_search import describe_best, load_spec, resolve_storage_url
+    from hft_search.study import run_worker
+
+    spec = load_spec(args.spec)
+    study = run_worker(spec, storage=args.storage, study_name=args.study_name,
+                       progress=sys.stderr.isatty() and not args.no_progress)
+    print(describe_best(study, resolve_storage_url(args.storage, spec.study.storage)))
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from hft_search import load_study, trials_table
+
+    print(trials_table(load_study(args.study, args.storage)))
+    return 0
+
+
+def _cmd_best(args: argparse.Namespace) -> int:
+    from hft_search import best_summary, load_study
+
+    summary = best_summary(load_study(args.study, args.storage), trial_number=args.trial)
+    if args.format == "json":
+        print(json.dumps(summary, indent=2))
+    else:
+        print(yaml.safe_dump(summary, sort_keys=False), end="")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from hft_search import export_best
+
+    spec = export_best(args.study, args.storage, args.output, trial=args.trial, fmt=args.format, force=args.force)
+    prov = spec.provenance
+    std = f" ± {prov['std']:.4f}" if isinstance(prov.get("std"), float) else ""
+    print(f"wrote {args.output}: trial {prov['trial']} of study {prov['study']!r}, "
+          f"{prov['metric']} {prov['value']:.4f}{std}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from hft_search import describe_trained, load_spec, train_final
+
+    trained = train_final(load_spec(args.spec), args.output, quantize=args.quantize, int8_scheme=args.int8_scheme,
+                          ensemble_folds=args.ensemble_folds, tune_threshold_for=args.tune_threshold,
+                          force=args.force, storage=args.storage)
+    print(describe_trained(trained))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from hft_search import predict_file
+
+    rows = predict_file(args.model, args.input, args.output, int8=args.int8, batch_size=args.batch_size)
+    if args.output is None:
+        sys.stdout.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    else:
+        print(f"wrote {len(rows)} predictions to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from hft_search.reports import write_report
+    from hft_search.storage import resolve_storage_url
+
+    path = write_report(args.study, resolve_storage_url(args.storage, None), args.output)
+    print(f"report written to {path}")
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from hft_search.reports import make_server
+    from hft_search.storage import resolve_storage_url
+
+    server = make_server(resolve_storage_url(args.storage, None), host=args.host, port=args.port)
+    print(f"dashboard on {server.url} (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
+def _add_storage(parser: argparse.ArgumentParser, required_study: bool) -> None:
+    parser.add_argument("--storage", help="storage URL: sqlite:///PATH, postgresql+psycopg://..., journal:PATH "
+                        "(default: $HFT_SEARCH_STORAGE, then the spec, then sqlite:///hft.db)")
+    if required_study:
+        parser.add_argument("--study", required=True, help="study name (the spec's `name` unless overridden)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hft-search",
+        description="Search the best hybrid fine-tuning configuration (frozen layers, importance masks, "
+                    "distillation, LoRA) of a pretrained transformer with Optuna and k-fold cross-validation.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check a spec; print it resolved, or every problem with its field path")
+    p.add_argument("spec", help="study spec (YAML)")
+    p.add_argument("--no-model-check", action="store_true",
+                   help="skip reading the model's config (layer counts are then not checked)")
+    p.set_defaults(handler=_cmd_validate)
+
+    p = sub.add_parser("run", help="run (or resume) a study to n_trials counted trials")
+    p.add_argument("spec", help="study spec (YAML)")
+    p.add_argument("--n-trials", type=int, help="total trials wanted in the study (default: study.n_trials)")
+    _add_storage(p, required_study=False)
+    p.add_argument("--study-name", help="study name (default: the spec's `name`)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars even on a terminal")
+    p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser("worker", help="join (or create) a study and run trials until n_trials count in it; "
+                       "start any number, on any machines, on one storage (SIGTERM: stop after this trial)")
+    p.add_argument("spec", help="study spec (YAML); every worker of a study uses the same one")
+    _add_storage(p, required_study=False)
+    p.add_argument("--study-name", help="study name (default: the spec's `name`)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    p.set_defaults(handler=_cmd_worker)
+
+    p = sub.add_parser("status", help="table of a study's trials: state, value ± std, trainable %%, params")
+    _add_storage(p, required_study=True)
+    p.set_defaults(handler=_cmd_status)
+
+    p = sub.add_parser("best", help="the best trial with its fold scores and provenance")
+    _add_storage(p, required_study=True)
+    p.add_argument("--trial", type=int, help="report this trial instead (e.g. a Pareto point)")
+    p.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    p.set_defaults(handler=_cmd_best)
+
+    p = sub.add_parser("report", help="write a self-contained HTML report (Plotly, opens offline)")
+    _add_storage(p, required_study=True)
+    p.add_argument("-o", "--output", help="output folder (default: dashboards/STUDY/)")
+    p.set_defaults(handler=_cmd_report)
+
+    p = sub.add_parser("dashboard", help="live dashboard of every study in a storage, refreshing as trials finish")
+    _add_storage(p, required_study=False)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(handler=_cmd_dashboard)
+
+    p = sub.add_parser("export", help="write the best (or a given) trial as a runnable spec with provenance")
+    _add_storage(p, required_study=True)
+    p.add_argument("-o", "--output", required=True, help="spec file to write (e.g. best.yaml)")
+    p.add_argument("--trial", type=int, help="export this trial; required for a multi-objective study "
+                   "(the Pareto front is listed when it is missing)")
+    p.add_argument("--format", choices=("yaml", "json"), help="default: from the file's suffix, else yaml")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+    p.set_defaults(handler=_cmd_export)
+
+    p = sub.add_parser("train", help="fit an exported spec on all training data, evaluate it on the test split, "
+                       "save it with save_pretrained")
+    p.add_argument("spec", help="spec without search space (written by `hft-search export`)")
+    p.add_argument("-o", "--output", required=True, help="model folder to write (e.g. models/NAME)")
+    p.add_argument("--quantize", choices=("int8",), help="also save an int8 copy in OUTPUT/int8 and compare "
+                   "size, test score and CPU latency")
+    p.add_argument("--int8-scheme", choices=("auto", "dynamic", "weight_only"), default="auto",
+                   help="dynamic: int8 weights and activations (fast on CPUs with VNNI/AMX); weight_only: int8 "
+                   "weights, fp32 matmuls; auto: by this CPU (default)")
+    p.add_argument("--ensemble-folds", action="store_true", help="also fit the k fold models and evaluate their "
+                   "averaged probabilities on the test split")
+    p.add_argument("--tune-threshold", nargs="?", const="f1", metavar="METRIC",
+                   help="binary tasks: tune the decision threshold for METRIC (default f1; also accuracy, "
+                   "balanced_accuracy, f1_macro, mcc) on out-of-fold probabilities; predict uses it")
+    p.add_argument("--storage", help="storage of the study named in the spec's provenance, to record the final "
+                   "metrics there (default: the provenance's URL)")
+    p.add_argument("--force", action="store_true", help="replace an existing non-empty output folder")
+    p.set_defaults(handler=_cmd_train)
+
+    p = sub.add_parser("predict", help="labels and probabilities for a csv/tsv/jsonl file")
+    p.add_argument("model", help="model folder written by `hft-search train`")
+    p.add_argument("--input", required=True, help="csv, tsv or jsonl file with the model's text column")
+    p.add_argument("--output", help="csv, tsv or jsonl file to write (default: JSON lines on stdout)")
+    p.add_argument("--int8", action="store_true", help="use the int8 model (MODEL/int8) on the CPU")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(handler=_cmd_predict)
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("urllib3", "filelock", "datasets", "fsspec", "torchao", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    from hft_search.storage import install_log_masking
+
+    install_log_masking()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    from hft_search.exceptions import HFTSearchError
+
+    try:
+        return args.handler(args)
+    except HFTSearchError as error:
+        if args.verbose:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are stored; run the same command again to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

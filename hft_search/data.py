@@ -1,0 +1,242 @@
+"""Labelled text data: local csv/tsv/jsonl/parquet files or hub datasets, all read through ``datasets``.
+
+The result is a :class:`LabelledData`: texts (and optional text pairs) with contiguous integer labels whose
+names are kept, a held-out test split when the spec names one, and a content fingerprint (a hash of the rows
+actually used) that goes into every trial's provenance and every cache key, so a changed file can never be
+mistaken for the one a study was run on.
+
+Tokenization turns a split into a :class:`TokenizedSplit` of padded tensors; the training loop trims each batch
+to its longest row, so padding to the split's longest row costs memory, not compute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hft_search.exceptions import DataError
+from hft_search.spec import DataSpec
+
+logger = logging.getLogger(__name__)
+
+_FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class TextSplit:
+    """Rows of one split: texts, optional second texts, and label ids into ``LabelledData.label_names``."""
+
+    texts: list[str]
+    labels: np.ndarray
+    pairs: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> TextSplit:
+        idx = np.asarray(indices, dtype=np.int64)
+        pairs = [self.pairs[i] for i in idx] if self.pairs is not None else None
+        return TextSplit([self.texts[i] for i in idx], self.labels[idx], pairs)
+
+
+@dataclass(frozen=True)
+class LabelledData:
+    train: TextSplit
+    test: TextSplit | None
+    label_names: tuple[str, ...]
+    fingerprint: str
+    source: str
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+
+@dataclass
+class TokenizedSplit:
+    """Padded token tensors and labels of one split; what the training loop consumes."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    token_type_ids: torch.Tensor | None = None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> TokenizedSplit:
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        tt = self.token_type_ids[idx] if self.token_type_ids is not None else None
+        return TokenizedSplit(self.input_ids[idx], self.attention_mask[idx], self.labels[idx], tt,
+                              {k: v[idx] for k, v in self.extras.items()})
+
+    def batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Model inputs and labels for rows ``idx``, trimmed to the longest row of the batch."""
+        mask = self.attention_mask[idx]
+        width = int(mask.sum(dim=1).max().item()) if len(idx) else 1
+        out = {"input_ids": self.input_ids[idx, :width], "attention_mask": mask[:, :width], "labels": self.labels[idx]}
+        if self.token_type_ids is not None:
+            out["token_type_ids"] = self.token_type_ids[idx, :width]
+        return out
+
+    def batches(self, batch_size: int, *, shuffle: bool = False,
+                generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+        """Yield ``(row indices, batch)``; the indices let callers align per-row extras such as teacher logits."""
+        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        for start in range(0, len(self), batch_size):
+            idx = order[start:start + batch_size]
+            yield idx, self.batch(idx)
+
+    def to_dict(self) -> dict[str, torch.Tensor]:
+        out = {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "labels": self.labels}
+        if self.token_type_ids is not None:
+            out["token_type_ids"] = self.token_type_ids
+        return out
+
+    @classmethod
+    def from_dict(cls, tensors: dict[str, torch.Tensor]) -> TokenizedSplit:
+        return cls(tensors["input_ids"], tensors["attention_mask"], tensors["labels"], tensors.get("token_type_ids"))
+
+
+def tokenize(split: TextSplit, tokenizer, max_length: int) -> TokenizedSplit:  # noqa: ANN001 - any HF tokenizer
+    """Tokenize a split, truncating to ``max_length`` and padding to the split's longest row."""
+    encoded = tokenizer(split.texts, split.pairs, truncation=True, max_length=max_length,
+                        padding="longest", return_tensors="pt")
+    return TokenizedSplit(encoded["input_ids"], encoded["attention_mask"],
+                          torch.as_tensor(split.labels, dtype=torch.long), encoded.get("token_type_ids"))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading.
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _read_local(path: str, what: str):  # noqa: ANN202 - a datasets.Dataset
+    import datasets
+
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"data.{what}: file {file} does not exist; check the path (relative paths are resolved "
+                        "against the spec file's folder)")
+    fmt = _FORMATS.get(file.suffix.lower())
+    if fmt is None:
+        raise DataError(f"data.{what}: {file} has an unknown extension; use .csv, .tsv, .jsonl or .parquet")
+    kwargs = {"delimiter": "\t", "quoting": 3} if file.suffix.lower() == ".tsv" else {}
+    try:
+        return datasets.load_dataset(fmt, data_files=str(file), split="train", **kwargs)
+    except Exception as error:  # datasets raises many types for malformed files
+        raise DataError(f"data.{what}: {file} could not be read as {file.suffix}: {error}") from None
+
+
+def _read_hub(spec: DataSpec, split: str, what: str):  # noqa: ANN202 - a datasets.Dataset
+    """A hub dataset split (``load_dataset(name, config, split=...)``); a local dataset folder works the same way."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(spec.dataset, spec.config, split=split)
+    except Exception as error:
+        raise DataError(
+            f"data.{what}: dataset {spec.dataset!r} (config {spec.config!r}, split {split!r}) could not be loaded: "
+            f"{type(error).__name__}: {str(error).splitlines()[0][:300]}. "
+            "Offline, point data.train/data.test at local files."
+        ) from None
+
+
+def _columns(table, spec: DataSpec, where: str) -> tuple[list[str], list, list[str] | None]:  # noqa: ANN001
+    wanted = [("text_column", spec.text_column), ("label_column", spec.label_column)]
+    if spec.text_pair_column:
+        wanted.append(("text_pair_column", spec.text_pair_column))
+    for key, column in wanted:
+        if column not in table.column_names:
+            raise DataError(f"data.{key}: column {column!r} is not in {where}; its columns are: "
+                            f"{', '.join(table.column_names)}")
+    texts = [("" if t is None else str(t)).strip() for t in table[spec.text_column]]
+    pairs = None
+    if spec.text_pair_column:
+        pairs = [("" if t is None else str(t)).strip() for t in table[spec.text_pair_column]]
+    labels = list(table[spec.label_column])
+    empty = [i for i, t in enumerate(texts) if not t]
+    if empty:
+        raise DataError(f"data.text_column: {len(empty)} row(s) of {where} have empty text (first at row {empty[0]}); "
+                        "remove them or fix the column")
+    missing = [i for i, label in enumerate(labels) if label is None or (isinstance(label, float) and np.isnan(label))]
+    if missing:
+        raise DataError(f"data.label_column: {len(missing)} row(s) of {where} have no label "
+                        f"(first at row {missing[0]})")
+    return texts, labels, pairs
+
+
+def _label_names(train_labels: list, where: str) -> tuple[str, ...]:
+    values = sorted(set(train_labels), key=lambda v: (isinstance(v, str), v))
+    if len(values) < 2:
+        raise DataError(f"data.label_column: {where} has a single class ({values[0]!r}); "
+                        "a classifier needs two or more")
+    return tuple(str(v) for v in values)
+
+
+def _to_ids(labels: list, names: tuple[str, ...], where: str) -> np.ndarray:
+    index = {name: i for i, name in enumerate(names)}
+    unknown = sorted({str(v) for v in labels} - set(index))
+    if unknown:
+        raise DataError(f"data.test: {where} has labels the training data lacks: {', '.join(unknown)}; "
+                        "a model cannot learn them — drop those rows or add training examples")
+    return np.array([index[str(v)] for v in labels], dtype=np.int64)
+
+
+def stratified_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of a seeded subsample of ``n`` rows that keeps the class proportions (sorted, reproducible)."""
+    if n >= len(labels):
+        return np.arange(len(labels))
+    from sklearn.model_selection import train_test_split
+
+    keep, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed)
+    return np.sort(keep)
+
+
+def fingerprint(split: TextSplit, test: TextSplit | None, names: tuple[str, ...]) -> str:
+    """A hash of the rows used (texts, pairs, labels, label names), independent of where they came from."""
+    digest = hashlib.sha256(json.dumps(names).encode())
+    for part in (split, test):
+        if part is None:
+            continue
+        digest.update(json.dumps([part.texts, part.pairs, part.labels.tolist()]).encode())
+    return digest.hexdigest()[:16]
+
+
+def load_data(spec: DataSpec) -> LabelledData:
+    """Read, check and subsample the data a spec names. Errors name the ``data.*`` field to fix."""
+    if spec.dataset is not None:
+        train_table = _read_hub(spec, spec.train_split, "dataset")
+        test_table = _read_hub(spec, spec.test_split, "test_split") if spec.test_split else None
+        source = f"{spec.dataset}/{spec.config}" if spec.config else spec.dataset
+    else:
+        train_table = _read_local(spec.train, "train")
+        test_table = _read_local(spec.test, "test") if spec.test else None
+        source = spec.train
+    texts, raw_labels, pairs = _columns(train_table, spec, f"the training data ({source})")
+    names = _label_names(raw_labels, f"the training data ({source})")
+    train = TextSplit(texts, _to_ids(raw_labels, names, "the training data"), pairs)
+    if spec.max_train_samples is not None:
+        train = train.subset(stratified_subsample(train.labels, spec.max_train_samples, spec.seed))
+    test = None
+    if test_table is not None:
+        t_texts, t_labels, t_pairs = _columns(test_table, spec, "the test data")
+        test = TextSplit(t_texts, _to_ids(t_labels, names, "the test data"), t_pairs)
+        if spec.max_test_samples is not None:
+            test = test.subset(stratified_subsample(test.labels, spec.max_test_samples, spec.seed))
+    counts = Counter(train.labels.tolist())
+    if min(counts.values()) < 2:
+        raise DataError(f"data.label_column: class {names[min(counts, key=counts.get)]!r} has a single training row; "
+                        "every class needs at least as many rows as cv.folds")
+    logger.info("data %s: %d training rows, %s test rows, labels %s", source, len(train),
+                len(test) if test else "no", dict(zip(names, (counts[i] for i in range(len(names))), strict=True)))
+    return LabelledData(train, test, names, fingerprint(train, test, names), source)

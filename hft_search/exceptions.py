@@ -1,0 +1,62 @@
+"""One base error for the project, with subclasses that say how to fix what went wrong.
+
+Every error a user can cause (a bad spec, a missing file, an unknown model) is raised as a subclass of
+:class:`HFTSearchError` *and* of the builtin it refines (``ValueError`` for bad input, ``RuntimeError`` for
+bad state), so callers can catch either. The CLI prints ``str(error)`` and exits 2, with no traceback: the
+message must therefore name the field or file and how to fix it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+class HFTSearchError(Exception):
+    """Base class of every error raised on purpose by hft_search."""
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    """One problem in a spec: the dotted path of the field and what is wrong with it."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class SpecError(HFTSearchError, ValueError):
+    """A study spec is invalid. Carries *all* problems found, so a user fixes them in one pass."""
+
+    def __init__(self, issues: Iterable[SpecIssue], source: str | None = None) -> None:
+        self.issues = list(issues)
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  {issue}" for issue in self.issues)
+        super().__init__(f"{len(self.issues)} problem(s){where}:\n{lines}")
+
+
+class DataError(HFTSearchError, ValueError):
+    """A dataset cannot be used as given (missing file or column, one class only, empty text...)."""
+
+
+class ModelError(HFTSearchError, ValueError):
+    """A model cannot be loaded or its architecture is not supported."""
+
+
+class StorageError(HFTSearchError, RuntimeError):
+    """A study storage cannot be reached or a study is not where the user said it is."""
+
+
+class TrialFailure(HFTSearchError, RuntimeError):
+    """A fine-tune cannot go on (NaN loss, out of memory); the objective records ``reason`` on the trial."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class ExportError(HFTSearchError, ValueError):
+    """An export, train or predict request cannot be carried out as asked."""

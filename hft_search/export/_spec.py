@@ -1,0 +1,136 @@
+"""A trial of a study → a complete, runnable spec with no search space left, and where it came from.
+
+Why every knob goes into ``fixed``: the trial's ``config`` user attribute is the full resolved configuration,
+defaults included. Pinning all of it means a later release that changes a default cannot silently change what
+``hft-search train best.yaml`` fits. The provenance block (study, trial, value ± std, fold scores, versions,
+data fingerprint) travels with the spec into the trained model's ``hft_search.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+import yaml
+from optuna.trial import FrozenTrial
+
+from hft_search.exceptions import ExportError
+from hft_search.export._files import check_writable, write_text_atomic
+from hft_search.spec import StudySpec, spec_from_dict
+from hft_search.storage import mask_url, resolve_storage_url
+from hft_search.study import load_study
+from hft_search.summary import pick_trial
+
+logger = logging.getLogger(__name__)
+
+SpecFormat = Literal["yaml", "json"]
+
+
+def pareto_table(study: optuna.Study) -> str:
+    """The Pareto-optimal trials of a multi-objective study, one line each, to pick one with ``--trial``."""
+    lines = []
+    for trial in sorted(study.best_trials, key=lambda t: t.number):
+        std = trial.user_attrs.get("score_std")
+        score = f"{trial.values[0]:.4f}" + (f" ± {std:.4f}" if isinstance(std, float) else "")
+        params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+        lines.append(f"  trial {trial.number}: score {score}, second objective {trial.values[1]:.4g}  {params}")
+    return "\n".join(lines) or "  (no completed trial yet)"
+
+
+def _pick(study: optuna.Study, trial_number: int | None) -> FrozenTrial:
+    if trial_number is None and len(study.directions) > 1:
+        raise ExportError(f"study {study.study_name!r} is multi-objective: choose a Pareto point with --trial N. "
+                          f"Pareto front:\n{pareto_table(study)}")
+    trial = pick_trial(study, trial_number)
+    if len(study.directions) > 1 and trial.number not in {t.number for t in study.best_trials}:
+        logger.warning("trial %d is not on the Pareto front of study %s", trial.number, study.study_name)
+    return trial
+
+
+def _absolute(url: str) -> str:
+    """A relative SQLite path made absolute, so that ``train`` finds the study from any folder."""
+    relative = url.removeprefix("sqlite:///")
+    if url.startswith("sqlite:///") and relative not in ("", ":memory:") and not relative.startswith("/"):
+        return "sqlite:///" + str(Path(relative).resolve())
+    return url
+
+
+def provenance(study: optuna.Study, trial: FrozenTrial, storage_url: str | None) -> dict[str, Any]:
+    """Where the configuration came from: enough to find the study again and to judge the estimate."""
+    attrs = trial.user_attrs
+    return {
+        "study": study.study_name,
+        "storage": mask_url(_absolute(storage_url)) if storage_url else None,
+        "trial": trial.number,
+        "metric": attrs.get("metric"),
+        "value": trial.values[0],
+        "std": attrs.get("score_std"),
+        "values": list(trial.values) if len(trial.values) > 1 else None,
+        "fold_scores": attrs.get("fold_scores"),
+        "trainable_fraction": attrs.get("trainable_fraction"),
+        "student_params": attrs.get("student_params"),
+        "versions": attrs.get("versions"),
+        "data_fingerprint": attrs.get("data_fingerprint", study.user_attrs.get("data_fingerprint")),
+        "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def export_spec(study: optuna.Study, trial_number: int | None = None, *,
+                storage_url: str | None = None) -> StudySpec:
+    """The best (or the given) trial of ``study`` as a spec whose ``fixed`` holds every knob.
+
+    Raises:
+        ExportError: a multi-objective study without ``trial_number`` (the message lists the Pareto front), or
+            a study/trial written without the ``spec``/``config`` attributes that ``hft-search run`` stores.
+    """
+    trial = _pick(study, trial_number)
+    stored = study.user_attrs.get("spec")
+    config = trial.user_attrs.get("config")
+    if stored is None or config is None:
+        missing = "study user attribute 'spec'" if stored is None else f"trial {trial.number}'s attribute 'config'"
+        raise ExportError(f"study {study.study_name!r} lacks the {missing}; only studies run by hft-search "
+                          "(hft-search run / worker) can be exported")
+    raw = json.loads(json.dumps(stored))
+    raw.update(
+        name=f"{study.study_name}-trial{trial.number}",
+        search_space={},
+        fixed=dict(config),
+        provenance=provenance(study, trial, storage_url),
+    )
+    raw["study"] = {**raw.get("study", {}), "n_trials": 1}
+    return spec_from_dict(raw, source=f"trial {trial.number} of study {study.study_name!r}")
+
+
+def spec_text(spec: StudySpec, fmt: SpecFormat = "yaml") -> str:
+    """The spec as YAML or JSON; knobs whose value is ``None`` stay in ``fixed`` so they remain pinned."""
+    body = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    body["fixed"] = spec.model_dump(mode="json")["fixed"]
+    if fmt == "json":
+        return json.dumps(body, indent=2) + "\n"
+    header = ""
+    if spec.provenance:
+        header = (f"# Exported by hft-search from trial {spec.provenance['trial']} of study "
+                  f"{spec.provenance['study']!r}.\n"
+                  "# Fit it on all training data: hft-search train THIS_FILE -o models/NAME\n")
+    return header + yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
+
+
+def export_best(study_name: str, storage: str | None, output: str | Path, *, trial: int | None = None,
+                fmt: SpecFormat | None = None, force: bool = False) -> StudySpec:
+    """Write the best (or given) trial of a stored study to ``output`` as a runnable spec, atomically.
+
+    The format follows ``fmt``, else the file's suffix (``.json`` → JSON, anything else YAML). An existing
+    ``output`` is only replaced with ``force``.
+    """
+    output = Path(output)
+    check_writable(output, force=force)
+    url = resolve_storage_url(storage, None)
+    spec = export_spec(load_study(study_name, url), trial, storage_url=url)
+    fmt = fmt or ("json" if output.suffix.lower() == ".json" else "yaml")
+    write_text_atomic(output, spec_text(spec, fmt))
+    logger.info("exported trial %s of study %s to %s", spec.provenance["trial"], study_name, output)
+    return spec

@@ -1,0 +1,315 @@
+"""``hft-search train``: fit an exported configuration on all training data, evaluate it, and save it.
+
+What the output folder holds (written atomically: built in a temporary sibling, then renamed into place):
+
+* ``config.json``, ``model.safetensors``, tokenizer files — ``save_pretrained`` of the trained model with LoRA
+  merged into its weights and, when distilling into a truncated student, as the smaller model it is. The
+  tokenizer's ``model_max_length`` is the spec's ``model.max_length``, so plain ``transformers`` truncates the
+  way training did;
+* ``hft_search.json`` — format version, the spec (with its provenance), the test metrics, and when asked the
+  fold ensemble's metrics, the tuned decision threshold and the int8 comparison;
+* ``int8/`` (``--quantize int8``) — the int8 model, loadable with ``from_pretrained`` alone.
+
+Why the fold runs are shared: a fold ensemble and a tuned threshold both need the k fold models of the best
+configuration (:meth:`CVObjective.fit_fold`, the very code path of the search). Asked together, they reuse the
+same k fine-tunes: the threshold from the out-of-fold probabilities, the ensemble from the fold models'
+test probabilities.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer
+
+from hft_search.data import LabelledData, TokenizedSplit, load_data, tokenize
+from hft_search.exceptions import ExportError
+from hft_search.export._files import atomic_folder, check_writable
+from hft_search.export._metrics import Threshold, check_tunable, classification_metrics, score, tune_threshold
+from hft_search.export._quantize import (
+    Footprint,
+    Int8Scheme,
+    QuantizationReport,
+    choose_scheme,
+    cpu_latency_ms,
+    quantize_folder,
+    weights_size_mb,
+)
+from hft_search.models import BaseModel, load_base, resolve_source
+from hft_search.objective import CVObjective, package_versions, study_teacher_config
+from hft_search.spec import HybridConfig, StudySpec, check_against_layers
+from hft_search.storage import mask_url, resolve_storage_url
+from hft_search.study import default_cache, load_study
+from hft_search.training import FineTuneResult, fine_tune, predict_logits, resolve_device
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+"""Version of ``hft_search.json``; bumped when its keys change meaning."""
+METADATA_FILE = "hft_search.json"
+INT8_FOLDER = "int8"
+
+
+def config_of(spec: StudySpec) -> HybridConfig:
+    """The one configuration a spec without search space describes (group switches decided by the spec)."""
+    if spec.search_space:
+        raise ExportError(f"spec {spec.name!r} still searches {', '.join(spec.search_space)}; train needs one "
+                          "configuration: export a trial first (hft-search export --study NAME -o best.yaml)")
+    values = dict(spec.fixed)
+    values.update({f"{group}.enabled": on for group, on in spec.enabled_groups().items()})
+    return HybridConfig.from_flat(values)
+
+
+@dataclass
+class TrainedModel:
+    """What ``train`` produced: the saved folder, its metadata, and the test probabilities it evaluated."""
+
+    path: Path
+    metadata: dict[str, Any]
+    test_probs: np.ndarray | None
+
+
+@dataclass
+class _Inputs:
+    spec: StudySpec
+    config: HybridConfig
+    data: LabelledData
+    base: BaseModel
+    tokenizer: Any
+    train: TokenizedSplit
+    test: TokenizedSplit | None
+    device: torch.device
+
+
+@dataclass
+class _FoldRuns:
+    oof_probs: np.ndarray
+    fold_scores: list[float]
+    test_probs: np.ndarray | None  # mean over the fold models (None without a test split or ensemble)
+
+
+def _prepare(spec: StudySpec) -> _Inputs:
+    config = config_of(spec)
+    data = load_data(spec.data)
+    base = load_base(spec.model.name, data.label_names, spec.model.revision)
+    check_against_layers(spec, base.num_layers)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_source(spec.model.name), revision=spec.model.revision,
+                                              model_max_length=spec.model.max_length)
+    test = tokenize(data.test, tokenizer, spec.model.max_length) if data.test is not None else None
+    return _Inputs(spec, config, data, base, tokenizer, tokenize(data.train, tokenizer, spec.model.max_length),
+                   test, resolve_device(spec.device))
+
+
+def _teacher_logits(inputs: _Inputs) -> torch.Tensor | None:
+    """Teacher logits on all training rows: the given checkpoint, or the full model fine-tuned first."""
+    distill = inputs.config.distill
+    if not (distill.enabled and distill.alpha > 0):
+        return None
+    if distill.teacher:
+        model = load_base(distill.teacher, inputs.data.label_names).template
+    else:
+        logger.info("fine-tuning the teacher on all %d training rows", len(inputs.train))
+        model = fine_tune(inputs.base, study_teacher_config(inputs.spec), inputs.train, None,
+                          metric=inputs.spec.cv.metric, seed=inputs.spec.cv.seed, device=inputs.device).model
+    logits = predict_logits(model, inputs.train, device=inputs.device)
+    del model
+    gc.collect()
+    return logits
+
+
+def _probs(model: torch.nn.Module, split: TokenizedSplit, device: torch.device) -> np.ndarray:
+    return predict_logits(model, split, device=device).softmax(-1).numpy()
+
+
+def _fold_runs(inputs: _Inputs, ensemble: bool) -> _FoldRuns:
+    """The k fold fine-tunes of the configuration: out-of-fold probabilities, and test probabilities averaged."""
+    cache = default_cache(inputs.spec, resolve_storage_url(None, inputs.spec.study.storage))
+    cv = CVObjective(inputs.spec, cache=cache, data=inputs.data, base=inputs.base)
+    oof = np.zeros((len(inputs.data.train), inputs.data.num_labels), dtype=np.float32)
+    scores, test_sum = [], None
+    for fold, (_, valid_idx) in enumerate(cv.folds):
+        outcome = cv.fit_fold(fold, inputs.config)
+        logger.info("fold %d of %d: %s %.4f", fold + 1, len(cv.folds), inputs.spec.cv.metric, outcome.score)
+        oof[valid_idx] = outcome.result.valid_probs.numpy()
+        scores.append(float(outcome.score))
+        if ensemble and inputs.test is not None:
+            probs = _probs(outcome.result.model, inputs.test, inputs.device)
+            test_sum = probs if test_sum is None else test_sum + probs
+        del outcome
+        gc.collect()
+    return _FoldRuns(oof, scores, None if test_sum is None else test_sum / len(cv.folds))
+
+
+def _quantize(inputs: _Inputs, folder: Path, fp32_model: torch.nn.Module, scheme: Int8Scheme,
+              threshold: float | None) -> QuantizationReport:
+    """Write ``folder/int8`` and compare size, test score and CPU latency before and after."""
+    chosen, reason = choose_scheme(scheme)
+    int8_dir = folder / INT8_FOLDER
+    int8_model = quantize_folder(folder, int8_dir, chosen)
+    inputs.tokenizer.save_pretrained(int8_dir)
+    timing = inputs.test if inputs.test is not None else inputs.train
+    metric = inputs.spec.cv.metric
+
+    def footprint(model: torch.nn.Module, path: Path) -> Footprint:
+        test_score = None
+        if inputs.test is not None:
+            probs = _probs(model, inputs.test, torch.device("cpu"))
+            test_score = score(metric, inputs.test.labels.numpy(), probs, threshold)
+        return Footprint(weights_size_mb(path), cpu_latency_ms(model, timing), test_score)
+
+    return QuantizationReport(chosen, reason, INT8_FOLDER, min(32, len(timing)), torch.get_num_threads(), metric,
+                              footprint(fp32_model, folder), footprint(int8_model, int8_dir))
+
+
+def _evaluate(inputs: _Inputs, probs: np.ndarray | None, threshold: float | None) -> dict[str, Any] | None:
+    if probs is None or inputs.test is None:
+        return None
+    return classification_metrics(inputs.test.labels.numpy(), probs, inputs.data.label_names,
+                                  inputs.spec.cv.metric, threshold)
+
+
+def _threshold_entry(inputs: _Inputs, tuned: Threshold, test_probs: np.ndarray | None) -> dict[str, Any]:
+    entry = tuned.to_dict()
+    if test_probs is not None and inputs.test is not None:
+        labels = inputs.test.labels.numpy()
+        entry["test_score"] = score(tuned.metric, labels, test_probs, tuned.value)
+        entry["test_score_argmax"] = score(tuned.metric, labels, test_probs)
+    return entry
+
+
+def _metadata(inputs: _Inputs, fit: FineTuneResult, rows: dict[str, Any]) -> dict[str, Any]:
+    spec = inputs.spec
+    return {
+        "format_version": FORMAT_VERSION,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "name": spec.name,
+        "labels": list(inputs.data.label_names),
+        "text_column": spec.data.text_column,
+        "text_pair_column": spec.data.text_pair_column,
+        "max_length": spec.model.max_length,
+        "spec": spec.model_dump(mode="json"),
+        "provenance": spec.provenance,
+        "config": inputs.config.flat(),
+        "training": {"rows": len(inputs.train), "seed": spec.cv.seed, "device": str(inputs.device),
+                     "epochs": len(fit.history), "train_time_s": fit.train_time_s,
+                     "trainable_params": fit.trainable_params, "total_params": fit.total_params,
+                     "trainable_fraction": fit.trainable_fraction, "data_fingerprint": inputs.data.fingerprint},
+        "versions": package_versions(),
+        **rows,
+    }
+
+
+def train_final(spec: StudySpec, output: str | Path, *, quantize: Literal["int8"] | None = None,
+                int8_scheme: Int8Scheme = "auto", ensemble_folds: bool = False, tune_threshold_for: str | None = None,
+                force: bool = False, storage: str | None = None) -> TrainedModel:
+    """Fit ``spec``'s configuration on all training data, evaluate on its test split, save to ``output``.
+
+    Args:
+        spec: a spec without search space, typically written by :func:`export_best`.
+        output: the model folder; an existing non-empty one is replaced only with ``force``.
+        quantize: ``"int8"`` also writes ``output/int8`` and compares size, score and CPU latency.
+        int8_scheme: ``auto`` (by the CPU), ``dynamic`` or ``weight_only``; see :mod:`._quantize`.
+        ensemble_folds: also fit the k fold models and evaluate their averaged probabilities on the test split.
+        tune_threshold_for: for a binary task, tune the decision threshold for this metric on out-of-fold
+            probabilities of the k fold models; ``predict`` then uses it.
+        storage: where the study named by the spec's provenance lives (default: the provenance's URL); the
+            final metrics are recorded there as the study attribute ``final_model`` when it is reachable.
+    """
+    output = Path(output)
+    check_writable(output, force=force, what="folder")
+    if quantize not in (None, "int8"):
+        raise ExportError(f"--quantize {quantize}: only int8 is supported")
+    inputs = _prepare(spec)
+    if tune_threshold_for is not None:
+        check_tunable(tune_threshold_for, inputs.data.label_names)
+    if inputs.test is None:
+        logger.warning("spec %s has no test split (data.test / data.test_split): nothing to evaluate on", spec.name)
+    folds = _fold_runs(inputs, ensemble_folds) if ensemble_folds or tune_threshold_for else None
+    tuned = None
+    if tune_threshold_for is not None:
+        tuned = tune_threshold(inputs.data.train.labels, folds.oof_probs, tune_threshold_for, inputs.data.label_names)
+    cut = tuned.value if tuned is not None else None
+
+    logger.info("fitting the configuration on all %d training rows", len(inputs.train))
+    fit = fine_tune(inputs.base, inputs.config, inputs.train, None, metric=spec.cv.metric, seed=spec.cv.seed,
+                    device=inputs.device, teacher_logits=_teacher_logits(inputs), merge_lora=True)
+    test_probs = _probs(fit.model, inputs.test, inputs.device) if inputs.test is not None else None
+    rows: dict[str, Any] = {
+        "metrics": _evaluate(inputs, test_probs, cut),
+        "ensemble": None if not ensemble_folds else {
+            "folds": len(folds.fold_scores), "fold_scores": folds.fold_scores,
+            "metrics": _evaluate(inputs, folds.test_probs, cut)},
+        "threshold": None if tuned is None else _threshold_entry(inputs, tuned, test_probs),
+        "quantized": None,
+    }
+    with atomic_folder(output) as staging:
+        fit.model.save_pretrained(staging)
+        inputs.tokenizer.save_pretrained(staging)
+        if quantize == "int8":
+            rows["quantized"] = _quantize(inputs, staging, fit.model, int8_scheme, cut).to_dict()
+        metadata = _metadata(inputs, fit, rows)
+        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    logger.info("saved the model to %s", output)
+    record_final_model(spec, output, metadata, storage)
+    return TrainedModel(output, metadata, test_probs)
+
+
+def record_final_model(spec: StudySpec, path: Path, metadata: dict[str, Any], storage: str | None = None) -> bool:
+    """Store the final metrics in the study named by the spec's provenance (``final_model``); False on failure.
+
+    Reaching the study is a courtesy to the report, not part of training: any failure is a logged warning.
+    """
+    provenance = spec.provenance or {}
+    url = storage or provenance.get("storage")
+    if not provenance.get("study") or not url or metadata["metrics"] is None:
+        return False
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        logger.warning("not recording the final model: the study's SQLite file %s does not exist here",
+                       url.removeprefix("sqlite:///"))
+        return False  # opening it would create an empty database
+    keys = ("accuracy", "f1_macro", "classification_report", "confusion_matrix", "labels")
+    value = {"path": str(Path(path).resolve()), "metrics": {k: metadata["metrics"][k] for k in keys},
+             "quantized": metadata["quantized"]}
+    try:
+        load_study(provenance["study"], url).set_user_attr("final_model", value)
+    except Exception as error:  # noqa: BLE001 - any storage problem must not fail a finished training
+        logger.warning("could not record the final model in study %r at %s: %s", provenance["study"],
+                       mask_url(url), str(error).splitlines()[0][:300])
+        return False
+    return True
+
+
+def describe_trained(trained: TrainedModel) -> str:
+    """What ``hft-search train`` prints: where the model is, its test metrics and the optional comparisons."""
+    meta = trained.metadata
+    lines = [f"saved to {trained.path}"]
+    metrics = meta["metrics"]
+    if metrics is None:
+        lines.append("no test split: the model was not evaluated")
+    else:
+        lines += [f"test ({metrics['rows']} rows): accuracy {metrics['accuracy']:.4f}  macro-F1 "
+                  f"{metrics['f1_macro']:.4f}  {metrics['metric']} {metrics['score']:.4f}",
+                  metrics["classification_report_text"].rstrip(),
+                  "confusion matrix (rows: true, columns: predicted; " + ", ".join(metrics["labels"]) + "):",
+                  *(f"  {row}" for row in metrics["confusion_matrix"])]
+    if meta["ensemble"] is not None and meta["ensemble"]["metrics"] is not None:
+        ens = meta["ensemble"]["metrics"]
+        lines.append(f"fold ensemble ({meta['ensemble']['folds']} models): accuracy {ens['accuracy']:.4f}  "
+                     f"macro-F1 {ens['f1_macro']:.4f}  {ens['metric']} {ens['score']:.4f}"
+                     + (f"   single model: {metrics['metric']} {metrics['score']:.4f}" if metrics else ""))
+    if meta["threshold"] is not None:
+        thr = meta["threshold"]
+        lines.append(f"decision threshold p({thr['positive_label']}) >= {thr['value']:.4f}, tuned for "
+                     f"{thr['metric']} on {thr['rows']} out-of-fold rows: {thr['oof_score']:.4f} "
+                     f"(argmax {thr['oof_score_argmax']:.4f})")
+    if meta["quantized"] is not None:
+        lines.append(QuantizationReport.from_dict(meta["quantized"]).table())
+    return "\n".join(lines)

@@ -1,0 +1,520 @@
+"""The study spec: a YAML file validated into :class:`StudySpec`, and the hybrid knobs it searches.
+
+Why pydantic models for the knob groups: every knob has one documented default and one valid range, written
+once as a field of a group model (:class:`FreezeConfig`, :class:`ImportanceConfig`, ...). The same models
+validate a spec's ``search_space`` bounds and ``fixed`` values, and later validate each trial's resolved
+configuration (:class:`HybridConfig`), so a range can never drift between "what a spec may say" and "what the
+engine accepts".
+
+All problems of a spec are collected and raised together as one :class:`~hft_search.exceptions.SpecError`
+whose lines name the field path (``search_space.training.learning_rate: low must be below high``).
+
+This module imports nothing of the project except :mod:`hft_search.exceptions`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hft_search.exceptions import SpecError, SpecIssue
+
+SPEC_FORMAT_VERSION = 1
+
+# --------------------------------------------------------------------------------------------------------------
+# Knob groups: one model per strategy, one field per knob. Field constraints are the knob's valid range.
+# --------------------------------------------------------------------------------------------------------------
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+
+
+class FreezeConfig(_Group):
+    """Freeze the embeddings and the bottom ``layers`` encoder blocks (no gradient, not in the optimizer)."""
+
+    layers: int = Field(0, ge=0, description="number of bottom encoder blocks to freeze")
+    embeddings: bool = Field(True, description="freeze the embedding layer too")
+
+
+class ImportanceConfig(_Group):
+    """Train only parameters whose gradient-based importance is above the ``threshold`` quantile."""
+
+    threshold: float = Field(0.5, ge=0.0, lt=1.0, description="quantile q in [0, 1) of the importance cut")
+    score: Literal["grad_norm", "fisher", "grad_x_weight"] = Field("grad_norm", description="importance score")
+    granularity: Literal["tensor", "element"] = Field("tensor", description="whole tensors or single elements")
+    batches: int = Field(4, ge=1, description="training batches the scores are averaged over")
+
+
+class DistillConfig(_Group):
+    """Knowledge distillation: L = α·T²·KL(teacher ‖ student at temperature T) + β·CE(student, y)."""
+
+    alpha: float = Field(0.5, ge=0.0, description="weight of the soft-label (KL) term")
+    beta: float = Field(0.5, ge=0.0, description="weight of the hard-label (CE) term")
+    temperature: float = Field(2.0, gt=0.0, description="softmax temperature T")
+    student_layers: int | None = Field(
+        None, ge=1, description="truncate the student to its bottom n blocks (None: as many as the base model)"
+    )
+    teacher: str | None = Field(None, description="path of a fine-tuned teacher checkpoint (None: fine-tune one)")
+    teacher_epochs: int | None = Field(
+        None, ge=1, description="epochs of the teacher fine-tune (None: training.epochs)"
+    )
+
+
+class LoraConfig(_Group):
+    """LoRA adapters (through ``peft``) on the parameters left frozen by the other strategies."""
+
+    r: int = Field(8, ge=1, description="adapter rank")
+    alpha: float = Field(16.0, gt=0.0, description="adapter scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the adapter input")
+    targets: list[str] | None = Field(
+        None, description="module names to adapt (None: the attention query/key/value projections of the architecture)"
+    )
+
+
+class TrainingConfig(BaseModel):
+    """The usual training settings. Always on, so it has no ``enabled`` switch."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    learning_rate: float = Field(5e-5, gt=0.0, description="peak AdamW learning rate")
+    weight_decay: float = Field(0.01, ge=0.0, description="decoupled weight decay (not on biases and LayerNorm)")
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of steps of linear warm-up")
+    epochs: int = Field(3, ge=1, description="maximum epochs")
+    batch_size: int = Field(32, ge=1, description="training batch size")
+    dropout: float | None = Field(None, ge=0.0, lt=1.0, description="override the model's dropout (None: keep)")
+    max_grad_norm: float = Field(1.0, ge=0.0, description="gradient clipping norm (0: no clipping)")
+    patience: int = Field(2, ge=1, description="epochs without improvement before early stopping")
+
+
+GROUPS: dict[str, type[BaseModel]] = {
+    "freeze": FreezeConfig,
+    "importance": ImportanceConfig,
+    "distill": DistillConfig,
+    "lora": LoraConfig,
+    "training": TrainingConfig,
+}
+"""Knob groups in the order their strategies are applied (freeze → importance, LoRA; distillation changes the loss)."""
+
+SWITCHABLE_GROUPS = ("freeze", "importance", "distill", "lora")
+
+
+def knob_names() -> list[str]:
+    """Every valid dotted knob name, ``group.field``."""
+    return [f"{group}.{field}" for group, model in GROUPS.items() for field in model.model_fields]
+
+
+def knob_default(name: str) -> Any:
+    """The documented default of a knob."""
+    group, field = name.split(".", 1)
+    return GROUPS[group].model_fields[field].default
+
+
+class HybridConfig(BaseModel):
+    """One fully resolved hybrid fine-tuning configuration: what a single trial (or ``train``) runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    freeze: FreezeConfig = FreezeConfig()
+    importance: ImportanceConfig = ImportanceConfig()
+    distill: DistillConfig = DistillConfig()
+    lora: LoraConfig = LoraConfig()
+    training: TrainingConfig = TrainingConfig()
+
+    @classmethod
+    def from_flat(cls, values: Mapping[str, Any]) -> HybridConfig:
+        """Build from dotted knob values (``{"freeze.layers": 2, ...}``); missing knobs take their defaults."""
+        nested: dict[str, dict[str, Any]] = {group: {} for group in GROUPS}
+        for name, value in values.items():
+            group, field = name.split(".", 1)
+            nested[group][field] = value
+        return cls.model_validate(nested)
+
+    def flat(self) -> dict[str, Any]:
+        """The configuration as dotted knob values, the inverse of :meth:`from_flat`."""
+        return {f"{group}.{k}": v for group in GROUPS for k, v in getattr(self, group).model_dump().items()}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Search-space entries, in Optuna's distribution terms.
+# --------------------------------------------------------------------------------------------------------------
+
+
+class _Dist(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class FloatDist(_Dist):
+    """``{float: [low, high], log: false, step: null}`` → ``trial.suggest_float``."""
+
+    bounds: tuple[float, float] = Field(alias="float")
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatDist:
+        low, high = self.bounds
+        if not low < high:
+            raise ValueError("low must be below high")
+        if self.log and low <= 0:
+            raise ValueError("log scale needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be used together (Optuna's rule); drop one")
+        return self
+
+    def endpoints(self) -> list[Any]:
+        return list(self.bounds)
+
+
+class IntDist(_Dist):
+    """``{int: [low, high], step: 1, log: false}`` → ``trial.suggest_int``."""
+
+    bounds: tuple[int, int] = Field(alias="int")
+    log: bool = False
+    step: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> IntDist:
+        low, high = self.bounds
+        if not low < high:
+            raise ValueError("low must be below high")
+        if self.log and low < 1:
+            raise ValueError("log scale needs low >= 1")
+        if self.log and self.step != 1:
+            raise ValueError("log and step cannot be used together (Optuna's rule); drop one")
+        return self
+
+    def endpoints(self) -> list[Any]:
+        return list(self.bounds)
+
+
+class CategoricalDist(_Dist):
+    """``{categorical: [a, b, ...]}`` → ``trial.suggest_categorical``."""
+
+    choices: list[Any] = Field(alias="categorical", min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> CategoricalDist:
+        for choice in self.choices:
+            if not (choice is None or isinstance(choice, (bool, int, float, str))):
+                raise ValueError(f"choice {choice!r} is not None, bool, int, float or str (Optuna's rule)")
+        if len({json.dumps(c) for c in self.choices}) != len(self.choices):
+            raise ValueError("choices repeat a value")
+        return self
+
+    def endpoints(self) -> list[Any]:
+        return list(self.choices)
+
+
+Distribution = FloatDist | IntDist | CategoricalDist
+_DIST_KINDS: dict[str, type[_Dist]] = {"float": FloatDist, "int": IntDist, "categorical": CategoricalDist}
+
+# --------------------------------------------------------------------------------------------------------------
+# Spec sections.
+# --------------------------------------------------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Section):
+    """Where the labelled text comes from: local files (``train``/``test``) or a hub dataset (``dataset``)."""
+
+    train: str | None = Field(None, description="local csv/tsv/jsonl/parquet file (relative to the spec's folder)")
+    test: str | None = Field(None, description="held-out local file scored by `hft-search train`")
+    dataset: str | None = Field(None, description="hub dataset name (e.g. glue), instead of local files")
+    config: str | None = Field(None, description="hub dataset configuration (e.g. sst2)")
+    train_split: str = "train"
+    test_split: str | None = Field(None, description="hub split used as the test set (e.g. validation)")
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    max_train_samples: int | None = Field(None, ge=2, description="stratified, seeded subsample of the training rows")
+    max_test_samples: int | None = Field(None, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        if (self.train is None) == (self.dataset is None):
+            raise ValueError("give exactly one of `train` (a local file) or `dataset` (a hub dataset name)")
+        if self.dataset is None and self.test_split is not None:
+            raise ValueError("`test_split` is for hub datasets; for local files give `test: PATH`")
+        return self
+
+
+class ModelSpec(_Section):
+    """The pretrained model: ``minilm`` (the packaged all-MiniLM-L6-v2), a local path, or a hub name."""
+
+    name: str = "minilm"
+    max_length: int = Field(128, ge=8, le=8192)
+    revision: str | None = None
+
+
+class CVSpec(_Section):
+    folds: int = Field(3, ge=2, description="k of StratifiedKFold")
+    shuffle: bool = True
+    seed: int = 0
+    metric: Literal["accuracy", "f1_macro", "f1", "mcc", "roc_auc"] = "accuracy"
+
+
+class StudyOptions(_Section):
+    direction: Literal["maximize", "minimize"] = "maximize"
+    objectives: Literal["score", "score+trainable_fraction", "score+student_params"] = Field(
+        "score", description="single objective, or also minimise the trainable fraction / student size (Pareto)"
+    )
+    sampler: Literal["tpe", "random", "gp", "cmaes", "grid", "nsga2"] = "tpe"
+    pruner: Literal["wilcoxon", "median", "none"] = "wilcoxon"
+    n_trials: int = Field(20, ge=1)
+    timeout: float | None = Field(None, gt=0, description="seconds; stop starting new trials after this")
+    storage: str | None = Field(None, description="URL; None: $HFT_SEARCH_STORAGE, else sqlite:///hft.db in the CWD")
+    seed: int = 0
+    heartbeat_interval: int = Field(60, ge=1, description="seconds between worker heartbeats (RDB storages)")
+    grace_period: int | None = Field(None, ge=1, description="seconds without heartbeat before a trial is retried")
+    max_retries: int = Field(3, ge=0, description="times a trial of a dead worker is re-queued")
+
+
+class StudySpec(_Section):
+    """A whole study: what to fine-tune on, how to score, what to search, where to store it."""
+
+    name: str = Field(min_length=1, max_length=200)
+    data: DataSpec
+    model: ModelSpec = ModelSpec()
+    cv: CVSpec = CVSpec()
+    search_space: dict[str, Distribution] = Field(default_factory=dict)
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    study: StudyOptions = StudyOptions()
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    cache_dir: str | None = Field(None, description="on-disk cache (None: .hft_cache beside the storage or spec)")
+    version: int = SPEC_FORMAT_VERSION
+    provenance: dict[str, Any] | None = Field(None, description="written by `hft-search export`; informational")
+
+    def enabled_groups(self) -> dict[str, bool | None]:
+        """Each switchable group → True/False when decided by the spec, None when the search decides."""
+        decided: dict[str, bool | None] = {}
+        for group in SWITCHABLE_GROUPS:
+            key = f"{group}.enabled"
+            if key in self.search_space:
+                decided[group] = None
+            elif key in self.fixed:
+                decided[group] = bool(self.fixed[key])
+            else:
+                named = [k for k in (*self.search_space, *self.fixed) if k.startswith(group + ".")]
+                decided[group] = bool(named)
+        return decided
+
+    def search_hash(self) -> str:
+        """A hash of what makes trials comparable (data, model, cv, search space, fixed knobs): a study may
+        only be resumed with a spec of the same hash."""
+        payload = self.model_dump(mode="json", include={"data", "model", "cv", "search_space", "fixed"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        body = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading and validation.
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _pydantic_issues(error: ValidationError, prefix: tuple[Any, ...] = ()) -> list[SpecIssue]:
+    issues = []
+    for item in error.errors():
+        loc = [str(part) for part in (*prefix, *item["loc"]) if part not in ("function-after[_check()]",)]
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field; remove it or check its spelling"
+        issues.append(SpecIssue(".".join(loc), message))
+    return issues
+
+
+def _parse_distribution(raw: Any) -> Distribution:
+    if not isinstance(raw, Mapping):
+        raise ValueError("must be a mapping such as {float: [1e-5, 1e-3], log: true}")
+    kinds = [kind for kind in _DIST_KINDS if kind in raw]
+    if len(kinds) != 1:
+        raise ValueError("needs exactly one of `float: [low, high]`, `int: [low, high]` or `categorical: [...]`")
+    return _DIST_KINDS[kinds[0]].model_validate(dict(raw))
+
+
+def _check_knob_value(name: str, value: Any) -> str | None:
+    """Why ``value`` is not valid for knob ``name``, or None when it is."""
+    group, field = name.split(".", 1)
+    try:
+        GROUPS[group].model_validate({field: value})
+    except ValidationError as error:
+        return "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
+    return None
+
+
+def _check_knobs(raw_space: Mapping[str, Any], raw_fixed: Mapping[str, Any]) -> tuple[dict, list[SpecIssue]]:
+    """Validate ``search_space`` and ``fixed`` knob by knob, collecting every problem."""
+    valid = set(knob_names())
+    listing = ", ".join(sorted(valid))
+    space: dict[str, Distribution] = {}
+    issues: list[SpecIssue] = []
+    for section, entries in (("search_space", raw_space), ("fixed", raw_fixed)):
+        for name, raw in entries.items():
+            path = f"{section}.{name}"
+            if name not in valid:
+                issues.append(SpecIssue(path, f"unknown knob; valid knobs are: {listing}"))
+                continue
+            if section == "fixed":
+                if name in raw_space:
+                    issues.append(SpecIssue(path, "is both searched and fixed; keep one"))
+                elif (why := _check_knob_value(name, raw)) is not None:
+                    issues.append(SpecIssue(path, why))
+                continue
+            try:
+                dist = _parse_distribution(raw)
+            except ValidationError as error:
+                issues.extend(_pydantic_issues(error, (section, name)))
+                continue
+            except ValueError as error:
+                issues.append(SpecIssue(path, str(error)))
+                continue
+            for endpoint in dist.endpoints():
+                if (why := _check_knob_value(name, endpoint)) is not None:
+                    issues.append(SpecIssue(path, f"value {endpoint!r} is out of range: {why}"))
+                    break
+            else:
+                space[name] = dist
+    return space, issues
+
+
+def _cross_checks(spec: StudySpec) -> list[SpecIssue]:
+    """Rules that span knobs: combinations that could never run."""
+    issues = []
+    if spec.study.sampler == "nsga2" and spec.study.objectives == "score":
+        issues.append(SpecIssue("study.sampler", "nsga2 is for multi-objective studies; set study.objectives"))
+    if spec.study.sampler == "grid":
+        bad = [k for k, d in spec.search_space.items() if isinstance(d, FloatDist) and d.step is None]
+        if bad:
+            issues.append(SpecIssue("study.sampler", "grid needs categorical, int or stepped float knobs; "
+                                    f"give a step to: {', '.join(bad)}"))
+    for key in spec.search_space:
+        if key.endswith(".enabled") and not isinstance(spec.search_space[key], CategoricalDist):
+            issues.append(SpecIssue(f"search_space.{key}", "a group switch must be {categorical: [true, false]}"))
+    return issues
+
+
+def knob_range(spec: StudySpec, name: str) -> tuple[Any, Any] | None:
+    """The smallest and largest value a spec lets a numeric knob take, or None when it is not set."""
+    if name in spec.search_space:
+        values = [v for v in spec.search_space[name].endpoints() if isinstance(v, int | float)]
+    elif name in spec.fixed and isinstance(spec.fixed[name], int | float):
+        values = [spec.fixed[name]]
+    else:
+        return None
+    return (min(values), max(values)) if values else None
+
+
+def check_against_layers(spec: StudySpec, num_layers: int) -> None:
+    """Reject knob values the model cannot honour (more frozen or student layers than it has)."""
+    issues = []
+    for name in ("freeze.layers", "distill.student_layers"):
+        bounds = knob_range(spec, name)
+        if bounds is not None and bounds[1] > num_layers:
+            section = "search_space" if name in spec.search_space else "fixed"
+            issues.append(
+                SpecIssue(f"{section}.{name}", f"{bounds[1]} exceeds the model's {num_layers} encoder layers")
+            )
+    if issues:
+        raise SpecError(issues)
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    data = raw.get("data")
+    if isinstance(data, dict):
+        for key in ("train", "test"):
+            value = data.get(key)
+            if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+                data[key] = str((base / value).resolve())
+    model = raw.get("model")
+    if isinstance(model, dict) and isinstance(model.get("name"), str):
+        name = model["name"]
+        if name.startswith(("./", "../")):
+            model["name"] = str((base / name).resolve())
+    for section in ("fixed",):
+        teacher = (raw.get(section) or {}).get("distill.teacher")
+        if isinstance(teacher, str) and teacher.startswith(("./", "../")):
+            raw[section]["distill.teacher"] = str((base / teacher).resolve())
+    storage = (raw.get("study") or {}).get("storage")
+    for prefix in ("sqlite:///", "journal:"):
+        if isinstance(storage, str) and storage.startswith(prefix):
+            relative = storage.removeprefix(prefix)
+            if relative and relative != ":memory:" and not relative.startswith("/"):
+                raw["study"]["storage"] = prefix + str((base / relative).resolve())
+
+
+def spec_from_dict(raw: Mapping[str, Any], base_dir: Path | str = ".", source: str | None = None) -> StudySpec:
+    """Validate a spec given as a mapping; relative paths resolve against ``base_dir``.
+
+    Raises :class:`SpecError` listing every problem at once.
+    """
+    if not isinstance(raw, Mapping):
+        raise SpecError([SpecIssue("", "a spec must be a YAML mapping with `name`, `data`, ...")], source)
+    raw = json.loads(json.dumps(dict(raw), default=str))  # deep copy; YAML dates become strings
+    _resolve_paths(raw, Path(base_dir))
+    raw_space = raw.pop("search_space", None) or {}
+    raw_fixed = raw.pop("fixed", None) or {}
+    issues: list[SpecIssue] = []
+    for section, value in (("search_space", raw_space), ("fixed", raw_fixed)):
+        if not isinstance(value, Mapping):
+            issues.append(SpecIssue(section, "must be a mapping of dotted knob names"))
+    if issues:
+        raise SpecError(issues, source)
+    space, issues = _check_knobs(raw_space, raw_fixed)
+    try:
+        spec = StudySpec.model_validate({**raw, "search_space": space, "fixed": raw_fixed})
+    except ValidationError as error:
+        issues.extend(_pydantic_issues(error))
+        raise SpecError(issues, source) from None
+    issues.extend(_cross_checks(spec))
+    if issues:
+        raise SpecError(issues, source)
+    return spec
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a YAML (or JSON) spec file. YAML is safe-loaded."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError([SpecIssue("", f"spec file {path} does not exist; check the path")], str(path))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise SpecError([SpecIssue("", f"not valid YAML: {error}")], str(path)) from None
+    return spec_from_dict(raw, base_dir=path.resolve().parent, source=str(path))
+
+
+def distribution_to_optuna(dist: Distribution) -> Any:
+    """The Optuna distribution object of a search-space entry (for ``study.enqueue_trial`` and reports)."""
+    import optuna.distributions as od
+
+    if isinstance(dist, FloatDist):
+        return od.FloatDistribution(*dist.bounds, log=dist.log, step=dist.step)
+    if isinstance(dist, IntDist):
+        return od.IntDistribution(*dist.bounds, log=dist.log, step=dist.step)
+    return od.CategoricalDistribution(dist.choices)
+
+
+def grid_values(dist: Distribution) -> list[Any]:
+    """Every value a grid sampler visits for one knob (int and stepped float ranges enumerated)."""
+    if isinstance(dist, CategoricalDist):
+        return list(dist.choices)
+    low, high = dist.bounds
+    step = dist.step or 1
+    count = int(math.floor((high - low) / step + 1e-9)) + 1
+    return [type(low)(low + i * step) if isinstance(dist, IntDist) else low + i * step for i in range(count)]

@@ -1,0 +1,395 @@
+"""Storage URLs → Optuna storages, with the settings that keep several workers safe.
+
+A study lives in one of three places, named by a URL:
+
+* ``sqlite:///PATH`` (the default, nothing to start): an SQLite file in WAL mode with a long busy timeout,
+  so a few local worker processes queue for the write lock instead of losing a trial to "database is locked".
+* ``postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB``: for workers on several machines. Connections are
+  checked before use (``pool_pre_ping``), the pool stays small (a worker runs one trial at a time), and
+  connections are recycled before firewalls drop them.
+* ``journal:PATH``: Optuna's append-only journal file, for shared file systems without a database server.
+
+Both RDB storages record a heartbeat of every running trial. When a worker dies (killed, preempted, out of
+host memory), its trial stops beating; after ``grace_period`` seconds the next worker to start a trial marks
+it ``FAIL`` and :class:`optuna.storages.RetryHeartbeatStaleTrialCallback` re-queues its parameters as a
+``WAITING`` trial, at most ``max_retries`` times. Optuna 5.0's
+:class:`~optuna.storages.journal.JournalStorage` has no heartbeat (optuna#6615), so a journal study keeps the
+trial of a dead worker ``RUNNING``.
+
+URLs carry passwords, so everything this module reports goes through :func:`mask_url`, and
+:func:`install_log_masking` makes the ``hft_search`` and ``optuna`` logs do the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import random
+import re
+import sqlite3
+import time
+import traceback
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+from optuna.exceptions import ExperimentalWarning, StorageInternalError
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._rdb import models as rdb_models
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+from optuna.trial import TrialState
+
+from hft_search.exceptions import StorageError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STORAGE_URL = "sqlite:///hft.db"
+STORAGE_ENV_VAR = "HFT_SEARCH_STORAGE"
+ACCEPTED_FORMS = (
+    "sqlite:///PATH (a local file; the default), "
+    "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB (workers on several machines), "
+    "or journal:PATH (an Optuna journal file)"
+)
+POSTGRES_INSTALL_HINT = 'pip install "hft_search[postgres]"  (psycopg 3; URLs postgresql+psycopg://...)'
+
+SQLITE_BUSY_TIMEOUT_S = 60
+"""How long an SQLite writer waits for the lock; a trial's writes are tiny, so a minute means a stuck peer."""
+
+SQLITE_WAL_SYNCHRONOUS = "NORMAL"
+"""SQLite's advice for WAL: commits are not flushed to disk one by one. A worker that crashes loses nothing;
+a power cut may lose the last commits, never the database. Writes get about five times faster (each trial
+makes some thirty of them; see benchmarks/storage.py)."""
+
+POSTGRES_POOL = {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2, "pool_recycle": 1800}
+"""One trial at a time per worker, plus its heartbeat thread: two connections, two spare."""
+
+POSTGRES_CONNECT_TIMEOUT_S = 10
+"""Fail fast on an unreachable host instead of waiting on the operating system's TCP timeout."""
+
+SCHEMA_CREATION_ATTEMPTS = 5
+"""Workers started together on an empty database all create Optuna's tables; all but one lose that race
+(a table or the schema version already exists) and simply try again, when the tables are there."""
+
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<password>[^/\s]*)@")
+_PASSWORD_PARAMETER = re.compile(r"(?P<head>\bpassword=)(?P<password>[^&\s]*)", re.IGNORECASE)
+MASK = "***"
+
+
+def resolve_storage_url(cli: str | None, spec_storage: str | None) -> str:
+    """The storage URL to use: ``--storage``, else ``$HFT_SEARCH_STORAGE``, else the spec's, else the default.
+
+    The environment sits between the command line and the spec so that a deployment (docker compose, a job
+    script) can point every worker at its database without editing the spec the study was designed with.
+    """
+    for candidate in (cli, os.environ.get(STORAGE_ENV_VAR), spec_storage):
+        if candidate:
+            return candidate
+    return DEFAULT_STORAGE_URL
+
+
+def mask_url(text: str) -> str:
+    """``text`` with the password of every URL in it, and every ``password=`` parameter, replaced by ``***``.
+
+    Works on a bare URL and on free text (a log message, an error) that contains URLs. A password is what
+    SQLAlchemy reads as one: between ``user:`` and the ``@`` before the host; a URL without a password,
+    an SQLite or a journal path is returned unchanged. Where a password holds a raw ``@`` (it should be
+    percent-encoded), everything up to the last ``@`` before the path is masked: too much, never too little.
+    """
+    masked = _URL_PASSWORD.sub(rf"\g<head>{MASK}@", text)
+    return _PASSWORD_PARAMETER.sub(rf"\g<head>{MASK}", masked)
+
+
+class MaskingFilter(logging.Filter):
+    """Mask credentials of URLs in log records: the formatted message, the traceback and the stack.
+
+    Never drops a record. The record's ``msg``/``args`` are replaced by the masked text only when there was
+    something to mask, so other records reach the handlers unchanged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_url(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+        if record.exc_text:
+            record.exc_text = mask_url(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_url(record.stack_info)
+        return True
+
+
+def install_log_masking(logger_names: Iterable[str] = ("hft_search", "optuna")) -> None:
+    """Install :class:`MaskingFilter` where it sees every record of the named loggers. Idempotent.
+
+    A filter on a logger only sees records logged on that very logger, not on its children
+    (``hft_search.study``, ``optuna.storages._rdb.storage``), so the filter also goes on the handlers that
+    emit those records: the named loggers' own handlers (Optuna installs one) and the root logger's (where
+    records propagate). Call it after logging is configured; handlers added later are not covered.
+    """
+    targets: list[logging.Logger | logging.Handler] = list(logging.getLogger().handlers)
+    for name in logger_names:
+        named = logging.getLogger(name)
+        targets += [named, *named.handlers]
+    for target in targets:
+        if not any(isinstance(existing, MaskingFilter) for existing in target.filters):
+            target.addFilter(MaskingFilter())
+
+
+def remove_log_masking(logger_names: Iterable[str] = ("hft_search", "optuna")) -> None:
+    """Undo :func:`install_log_masking` for the root logger's handlers and the named loggers.
+
+    Handlers outlive the code that installed the filter (a test runner reuses its capture handlers), so a
+    process that embeds hft_search and wants its records untouched can take the filters off again.
+    """
+    targets: list[logging.Logger | logging.Handler] = list(logging.getLogger().handlers)
+    for name in logger_names:
+        named = logging.getLogger(name)
+        targets += [named, *named.handlers]
+    for target in targets:
+        for added in [f for f in target.filters if isinstance(f, MaskingFilter)]:
+            target.removeFilter(added)
+
+
+def make_storage(
+    url: str, *, heartbeat_interval: int = 60, grace_period: int | None = None, max_retries: int = 3
+) -> BaseStorage:
+    """Open (creating if needed) the storage named by ``url``.
+
+    Args:
+        url: ``sqlite:///PATH``, ``postgresql[+DRIVER]://...`` or ``journal:PATH`` (also ``journal:///ABS``).
+        heartbeat_interval: seconds between heartbeats of a running trial (RDB storages).
+        grace_period: seconds without a heartbeat after which a trial counts as dead; Optuna's default,
+            ``2 * heartbeat_interval``, when None.
+        max_retries: how many times the parameters of a dead worker's trial are re-queued.
+
+    Raises:
+        StorageError: the URL has none of the accepted forms, or the storage cannot be opened. The message
+            names the URL with its password masked and says how to fix it.
+    """
+    scheme = url.partition(":")[0].lower()
+    if scheme == "journal":
+        return _journal_storage(url)
+    heartbeat = _heartbeat_kwargs(heartbeat_interval, grace_period, max_retries)
+    if scheme == "sqlite":
+        return _sqlite_storage(url, heartbeat)
+    if scheme == "postgresql" or scheme.startswith("postgresql+"):
+        return _postgres_storage(url, heartbeat)
+    raise StorageError(f"unsupported storage URL {mask_url(url)!r}: use {ACCEPTED_FORMS}.")
+
+
+def delete_study_if_exists(name: str, storage: str | BaseStorage) -> bool:
+    """Delete study ``name`` from ``storage``; False when there was none (tests clean up with this)."""
+    try:
+        optuna.delete_study(study_name=name, storage=storage)
+    except KeyError:
+        return False
+    return True
+
+
+def _heartbeat_kwargs(heartbeat_interval: int, grace_period: int | None, max_retries: int) -> dict[str, Any]:
+    """RDBStorage arguments for heartbeats and the retry of trials whose worker died.
+
+    ``RetryHeartbeatStaleTrialCallback`` is Optuna's current name (``RetryFailedTrialCallback`` and the
+    ``failed_trial_callback`` argument are deprecated since 4.9 and go in 6.0). Both are "experimental";
+    the warning saying so is silenced because this project opts in on purpose, on every worker start.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        callback = RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
+    return {
+        "heartbeat_interval": heartbeat_interval,
+        "grace_period": grace_period,
+        "heartbeat_stale_trial_callback": callback,
+    }
+
+
+def _sqlite_storage(url: str, heartbeat: dict[str, Any]) -> RDBStorage:
+    """SQLite file in WAL mode, connections with a busy timeout and WAL's usual ``synchronous=NORMAL``; the
+    file's folder is created.
+
+    WAL lets readers (dashboards, ``status``) run while a worker writes, and it is a property of the database
+    file that persists once set, so it is switched on once here rather than on every connection. The busy
+    timeout is per connection: ``sqlite3.connect(timeout=...)`` installs it on each one the pool opens.
+    """
+    database = _parse_url(url).database
+    wal = bool(database) and database != ":memory:" and _enable_wal(Path(database))
+    engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    storage = _rdb_storage(url, engine_kwargs, heartbeat, hint="Check that the folder is writable.")
+    if wal:
+        sqlalchemy.event.listen(storage.engine, "connect", _set_wal_synchronous)
+        storage.engine.dispose()  # the connections Optuna opened to create its tables do not have it yet
+    return storage
+
+
+def _set_wal_synchronous(connection: sqlite3.Connection, record: object) -> None:
+    connection.execute(f"PRAGMA synchronous={SQLITE_WAL_SYNCHRONOUS}")
+
+
+def _parse_url(url: str) -> sqlalchemy.URL:
+    try:
+        return sqlalchemy.engine.make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError) as error:
+        raise StorageError(f"malformed URL {mask_url(url)!r} ({error}): use {ACCEPTED_FORMS}.") from None
+
+
+def _enable_wal(path: Path) -> bool:
+    """Switch the database to WAL; False when its file system does not allow it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as connection:
+            mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    except (OSError, sqlite3.Error) as error:
+        raise StorageError(f"cannot open SQLite database {str(path)!r}: {error}. Check the path.") from None
+    if mode != "wal":
+        logger.warning(
+            "SQLite database %s stays in %r journal mode (its file system does not support WAL); "
+            "concurrent workers may wait longer for the lock.",
+            path,
+            mode,
+        )
+    return mode == "wal"
+
+
+def _postgres_url(url: str) -> str:
+    """Plain ``postgresql://`` means psycopg2 to SQLAlchemy: use psycopg 3 (our extra) without psycopg2."""
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() == "postgresql" and importlib.util.find_spec("psycopg2") is None:
+        return f"postgresql+psycopg://{rest}"
+    return url
+
+
+def _postgres_storage(url: str, heartbeat: dict[str, Any]) -> RDBStorage:
+    engine_kwargs = {**POSTGRES_POOL, "connect_args": {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S}}
+    url = _postgres_url(url)
+    return _rdb_storage(url, engine_kwargs, heartbeat, hint=_postgres_start_hint(url))
+
+
+def _postgres_start_hint(url: str) -> str:
+    parsed = _parse_url(url)
+    host, port = parsed.host or "localhost", parsed.port or 5432
+    return (
+        f"Is PostgreSQL running on {host}:{port} and does database {parsed.database!r} exist? "
+        f"Check with `pg_isready -h {host} -p {port}`; start one with `docker compose up -d postgres` "
+        "(see docker-compose.yml)."
+    )
+
+
+class _RDBStorage(RDBStorage):
+    """RDBStorage whose heartbeats cover every RUNNING trial, and outlive a short database outage.
+
+    * Optuna records heartbeats from a thread that ends at the first failed write; the trial would then be
+      declared dead after the grace period although its worker is alive and well, and run twice. Here a
+      failed heartbeat is logged and the next one tried at the usual interval.
+    * Optuna only declares dead a trial that has a heartbeat. A worker that dies between creating a trial
+      and its first heartbeat (killed at that moment, or the database went away right then) would leave a
+      RUNNING trial for ever, and the other workers waiting for its place with it. So the stale-trial sweep
+      first starts the heartbeat clock of RUNNING trials that have none: if their worker is alive it beats
+      within one interval, if not the trial is declared dead one grace period later, like any other. The
+      clock is the database's, so workers whose clocks disagree still agree on that.
+    """
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except (sqlalchemy.exc.SQLAlchemyError, StorageInternalError) as error:
+            logger.warning("heartbeat of trial id %d not recorded (%s); trying again in %d s",
+                           trial_id, _summary(error), self.heartbeat_interval)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        for trial_id in self._running_trials_without_heartbeat(study_id):
+            super().record_heartbeat(trial_id)
+        return super()._get_stale_trial_ids(study_id)
+
+    def _running_trials_without_heartbeat(self, study_id: int) -> list[int]:
+        trial, beat = rdb_models.TrialModel, rdb_models.TrialHeartbeatModel
+        query = sqlalchemy.select(trial.trial_id).where(
+            trial.study_id == study_id,
+            trial.state == TrialState.RUNNING,
+            ~sqlalchemy.exists().where(beat.trial_id == trial.trial_id),
+        )
+        with self.engine.connect() as connection:
+            return list(connection.execute(query).scalars())
+
+
+def _lost_schema_race(error: BaseException) -> bool:
+    """Whether creating Optuna's tables failed because another worker was creating them at the same time."""
+    return isinstance(error, sqlalchemy.exc.IntegrityError) or "already exists" in str(error)
+
+
+def _rdb_storage(
+    url: str, engine_kwargs: dict[str, Any], heartbeat: dict[str, Any], *, hint: str
+) -> RDBStorage:
+    """RDBStorage, with connection failures turned into a :class:`StorageError` that shows no password.
+
+    The SQLAlchemy error is summarised in the message and not chained: its traceback is not wanted by a user,
+    and a chained exception is one more place a credential could leak from.
+    """
+    attempt = 1
+    while True:
+        try:
+            return _open_rdb_storage(url, engine_kwargs, heartbeat)
+        except (sqlalchemy.exc.SQLAlchemyError, StorageInternalError) as error:
+            if attempt == SCHEMA_CREATION_ATTEMPTS or not _lost_schema_race(error):
+                raise StorageError(f"cannot open {mask_url(url)!r}: {_summary(error)}\n{hint}") from None
+        attempt += 1
+        time.sleep(random.uniform(0.1, 0.5))
+
+
+def _open_rdb_storage(url: str, engine_kwargs: dict[str, Any], heartbeat: dict[str, Any]) -> RDBStorage:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        try:
+            return _RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+        except ImportError as error:
+            driver = _missing_module(error)
+            raise StorageError(
+                f"cannot open {mask_url(url)!r}: the database driver {driver!r} is not installed. "
+                f"Install it with: {POSTGRES_INSTALL_HINT}"
+            ) from None
+
+
+def _missing_module(error: ImportError) -> str:
+    """The module whose import failed; Optuna wraps the ``ModuleNotFoundError`` in its own ImportError."""
+    cause = error.__cause__ if isinstance(error.__cause__, ImportError) else error
+    return cause.name or str(cause)
+
+
+def _summary(error: BaseException) -> str:
+    """The driver's own message (without SQLAlchemy's wrapper and background link), masked, on one line."""
+    original = getattr(error, "orig", None) or error
+    return mask_url(" ".join(str(original).split()))
+
+
+def _journal_path(url: str) -> Path:
+    """``journal:PATH`` → PATH; ``journal:///abs`` → ``/abs`` (a URL-style spelling of the same)."""
+    rest = url.partition(":")[2]
+    if rest.startswith("//"):
+        rest = rest[2:]
+    if not rest:
+        raise StorageError(f"storage URL {url!r} names no file: use journal:PATH, e.g. journal:studies.log.")
+    return Path(rest).expanduser()
+
+
+def _journal_storage(url: str) -> JournalStorage:
+    """Journal file locked by ``open(O_EXCL)``: works on any local file system (Optuna's default symlink lock
+    needs a privilege on Windows) and on NFSv3 or later."""
+    path = _journal_path(url)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+    except OSError as error:
+        raise StorageError(f"cannot open journal file {str(path)!r}: {error}. Check the path.") from None
+    logger.info(
+        "journal storage %s: Optuna %s journals have no heartbeat, so a trial whose worker dies stays "
+        "RUNNING; use sqlite:/// or postgresql:// to have such trials retried.",
+        path,
+        optuna.__version__,
+    )
+    return JournalStorage(backend)

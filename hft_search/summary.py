@@ -1,0 +1,121 @@
+"""Plain-text and dict views of a study, read through Optuna's public API (for ``status``, ``best``, ``run``)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hft_search.exceptions import StorageError
+from hft_search.spec import StudySpec, check_against_layers, load_spec
+
+_KEY_PARAMS = ("training.learning_rate", "freeze.layers", "importance.threshold", "distill.alpha",
+               "distill.temperature", "lora.r")
+
+
+def validate(path: str | Path, *, check_model: bool = True) -> StudySpec:
+    """Load a spec and, unless told not to, check its layer knobs against the model's config."""
+    spec = load_spec(path)
+    if check_model:
+        from hft_search.models import load_config, num_layers_in_config
+
+        check_against_layers(spec, num_layers_in_config(load_config(spec.model.name, spec.model.revision)))
+    return spec
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def _value(trial: FrozenTrial) -> str:
+    if trial.values is None:
+        return "-"
+    std = trial.user_attrs.get("score_std")
+    head = f"{trial.values[0]:.4f}" + (f" ± {std:.4f}" if isinstance(std, float) else "")
+    return " / ".join([head, *(f"{v:.4g}" for v in trial.values[1:])])
+
+
+def trials_table(study: optuna.Study) -> str:
+    """One line per trial: number, state, value ± std, trainable %, key params, failure reason."""
+    rows = [("#", "state", "value ± std", "trainable %", "params", "reason")]
+    for trial in study.get_trials(deepcopy=False):
+        fraction = trial.user_attrs.get("trainable_fraction")
+        params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items()
+                          if k in _KEY_PARAMS or k.endswith(".enabled"))
+        rows.append((str(trial.number), trial.state.name, _value(trial),
+                     f"{100 * fraction:.1f}" if isinstance(fraction, float) else "-", params,
+                     trial.user_attrs.get("fail_reason", "")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=False)) + "  " + row[-1]
+             for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def pick_trial(study: optuna.Study, trial_number: int | None) -> FrozenTrial:
+    """The given trial, or the best one; for multi-objective studies a Pareto trial must be named."""
+    from hft_search.study import best_trial
+
+    if trial_number is None:
+        return best_trial(study)
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    trial = trials.get(trial_number)
+    if trial is None or trial.state != TrialState.COMPLETE:
+        complete = [n for n, t in trials.items() if t.state == TrialState.COMPLETE]
+        raise StorageError(f"trial {trial_number} of study {study.study_name!r} is not a completed trial; "
+                           f"completed: {', '.join(map(str, complete)) or 'none'}")
+    return trial
+
+
+def best_summary(study: optuna.Study, trial_number: int | None = None) -> dict[str, Any]:
+    """The best (or given) trial as a plain dict: value ± std, fold scores, params, provenance."""
+    trial = pick_trial(study, trial_number)
+    attrs = trial.user_attrs
+    return {
+        "study": study.study_name,
+        "trial": trial.number,
+        "values": list(trial.values),
+        "metric": attrs.get("metric"),
+        "score_mean": attrs.get("score_mean"),
+        "score_std": attrs.get("score_std"),
+        "fold_scores": attrs.get("fold_scores"),
+        "trainable_fraction": attrs.get("trainable_fraction"),
+        "trainable_params": attrs.get("trainable_params"),
+        "params": dict(trial.params),
+        "provenance": {k: attrs.get(k) for k in ("data_fingerprint", "device", "seed", "versions",
+                                                  "fold_times_s", "peak_memory_mb", "importance_cut",
+                                                  "teacher_scores")},
+    }
+
+
+def describe_best(study: optuna.Study, storage_url: str | None = None) -> str:
+    """What ``run`` prints at the end: counts, the best trial with its fold scores, and the storage."""
+    from hft_search.storage import mask_url
+    from hft_search.study import counted_trials
+
+    states: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    lines = [f"study {study.study_name!r}: {counted_trials(study)} counted trials "
+             f"({', '.join(f'{n} {s.lower()}' for s, n in sorted(states.items()))})"]
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not complete:
+        lines.append("no completed trial yet")
+    elif len(study.directions) > 1:
+        lines.append("Pareto front (score, second objective):")
+        lines += [f"  trial {t.number}: {_value(t)}  {t.params}" for t in study.best_trials]
+    else:
+        best = study.best_trial
+        folds = ", ".join(f"{s:.4f}" for s in best.user_attrs.get("fold_scores", []) if not math.isnan(s))
+        fraction = best.user_attrs.get("trainable_fraction")
+        lines.append(f"best trial {best.number}: {best.user_attrs.get('metric', 'value')} {_value(best)}  "
+                     f"folds [{folds}]"
+                     + (f"  trainable {100 * fraction:.1f}%" if isinstance(fraction, float) else ""))
+        lines += [f"  {k} = {_fmt(v)}" for k, v in best.params.items()]
+    if storage_url:
+        lines.append(f"stored in {mask_url(storage_url)} (study {study.study_name!r})")
+    return "\n".join(lines)

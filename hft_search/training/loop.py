@@ -1,0 +1,312 @@
+"""One fine-tune: a pure function of a base model, a configuration and data (no Optuna, storage or folds).
+
+:func:`fine_tune` builds ``base.fresh(seed)``, applies the enabled strategies, trains with AdamW (linear
+warm-up and decay, clipping, bf16 autocast on CUDA), evaluates on ``valid`` after every epoch, stops early
+after ``training.patience`` epochs without improvement and restores the best epoch's weights.
+
+Efficiency: the per-step loss stays on the device (one tensor per epoch); the host reads it only every
+:data:`CHECK_EVERY` steps to catch a non-finite loss, and once per epoch for the logged mean, so the GPU is
+never stalled step by step.
+
+Memory (``FineTuneResult.peak_memory_mb``): on CUDA, ``torch.cuda.max_memory_allocated`` over the run. On
+other devices, an estimate of the training state: parameters and buffers, gradients of the trained tensors,
+optimizer state and element masks (activations excluded). The process RSS high-water mark would be useless
+in a worker that runs many trials, since it only ever grows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from hft_search.data import TokenizedSplit
+from hft_search.exceptions import TrialFailure
+from hft_search.models import BaseModel
+from hft_search.spec import HybridConfig, TrainingConfig
+from hft_search.strategies import Setup, merge, prepare
+from hft_search.strategies.distillation import DistillationLoss
+from hft_search.training.device import autocast, resolve_device
+from hft_search.training.importance import compute_importance
+from hft_search.training.metrics import check_metric, compute_metric
+from hft_search.training.optim import build_optimizer, linear_schedule, optimizer_state_bytes
+
+logger = logging.getLogger(__name__)
+
+CHECK_EVERY = 32
+"""Steps between host reads of the loss (to stop on a non-finite one without syncing every step)."""
+
+
+@dataclass
+class FineTuneResult:
+    """What one fine-tune produced. Counts are exact: element masks count only their kept entries."""
+
+    score: float  # best validation score (nan without validation data)
+    history: list[dict]  # per epoch: epoch, train_loss, valid_score, seconds
+    best_epoch: int  # 1-based
+    stopped_early: bool
+    trainable_params: int
+    total_params: int
+    trainable_fraction: float
+    importance_cut: float | None  # absolute score at the importance quantile
+    train_time_s: float  # the epoch loop: training and per-epoch evaluation
+    peak_memory_mb: float  # see the module docstring
+    model: nn.Module  # trained, best weights, eval mode, on CPU; LoRA merged when asked
+    valid_probs: torch.Tensor | None  # softmax probabilities on `valid` from the best weights
+    optimizer_state_bytes: int = 0
+
+
+class EarlyStopping:
+    """Tracks the best (highest) score and keeps a CPU copy of the trained tensors of the best epoch.
+
+    Only tensors that train are copied: frozen ones cannot differ between epochs.
+    """
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best_score = -math.inf
+        self.best_epoch = 0
+        self.bad_epochs = 0
+        self.snapshot: dict[str, torch.Tensor] = {}
+
+    def update(self, epoch: int, score: float, params: Mapping[str, torch.Tensor]) -> bool:
+        """Record an epoch's score; True when it improved (a nan score never does)."""
+        if score > self.best_score:
+            self.best_score, self.best_epoch, self.bad_epochs = score, epoch, 0
+            self.snapshot = {name: p.detach().to("cpu", copy=True) for name, p in params.items()}
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+    @torch.no_grad()
+    def restore(self, params: Mapping[str, torch.Tensor]) -> None:
+        for name, saved in self.snapshot.items():
+            params[name].copy_(saved)
+
+
+def set_dropout(model: nn.Module, p: float | None) -> None:
+    """Override every dropout probability of the model (attention dropout included); None keeps them."""
+    if p is None:
+        return
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch for the block and give the caller's random state back afterwards."""
+    cuda = []
+    if device.type == "cuda":
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+        torch.manual_seed(seed)
+        yield
+
+
+def predict_logits(model: nn.Module, split: TokenizedSplit, *, batch_size: int = 64,
+                   device: str | torch.device = "auto") -> torch.Tensor:
+    """Logits [len(split), num_labels] as CPU float32; ``model`` is left on its device and in its mode."""
+    device = resolve_device(device)
+    home, was_training = next(model.parameters()).device, model.training
+    model.to(device).eval()
+    try:
+        with torch.inference_mode(), autocast(device):
+            outputs = [model(**_inputs(batch, device)).logits for _, batch in split.batches(batch_size)]
+    finally:
+        model.to(home).train(was_training)
+    if not outputs:
+        raise ValueError("cannot predict on an empty split")
+    return torch.cat(outputs).float().cpu()
+
+
+def _inputs(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The model inputs of a batch on ``device``; labels stay out (the loss is computed here)."""
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items() if key != "labels"}
+
+
+def _check_finite(losses: torch.Tensor, epoch: int, first_step: int) -> None:
+    bad = ~torch.isfinite(losses)
+    if bool(bad.any()):
+        index = int(bad.nonzero()[0])
+        value = "nan" if math.isnan(float(losses[index])) else "inf"
+        raise TrialFailure(f"loss became {value} at epoch {epoch} step {first_step + index + 1}")
+
+
+class _Trainer:
+    """Optimizer, schedule, masks and loss of one run; :meth:`epoch` trains one pass over the data."""
+
+    def __init__(self, setup: Setup, training: TrainingConfig, device: torch.device, total_steps: int,
+                 teacher_logits: torch.Tensor | None) -> None:
+        self.model = setup.model.to(device)
+        self.loss = setup.loss
+        self.training = training
+        self.device = device
+        self.optimizer, self.masks = build_optimizer(setup.network, setup.masks, training, device)
+        self.scheduler = linear_schedule(self.optimizer, total_steps, training.warmup_ratio)
+        self.trained = [p for p in setup.network.parameters() if p.requires_grad]
+        self.teacher = teacher_logits.to(device, torch.float32) if teacher_logits is not None else None
+
+    def epoch(self, train: TokenizedSplit, generator: torch.Generator, number: int) -> float:
+        """One shuffled pass; returns the mean training loss."""
+        self.model.train()
+        steps = math.ceil(len(train) / self.training.batch_size)
+        losses = torch.zeros(steps, device=self.device)
+        checked = 0
+        for step, (rows, batch) in enumerate(train.batches(self.training.batch_size, shuffle=True,
+                                                           generator=generator)):
+            losses[step] = self.step(rows, batch)
+            if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
+                _check_finite(losses[checked:step + 1], number, checked)
+                checked = step + 1
+        return float(losses.mean())
+
+    def step(self, rows: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        labels = batch["labels"].to(self.device, non_blocking=True)
+        batch = _inputs(batch, self.device)
+        teacher = self.teacher[rows.to(self.device, non_blocking=True)] if self.teacher is not None else None
+        with autocast(self.device):
+            logits = self.model(**batch).logits
+        loss = self.loss(logits.float(), labels, teacher)
+        loss.backward()
+        self.masks.zero_grads()
+        if self.training.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(self.trained, self.training.max_grad_norm)
+        self.masks.decay()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def state_bytes(self) -> int:
+        return optimizer_state_bytes(self.optimizer)
+
+    def memory_estimate_bytes(self) -> int:
+        """Parameters and buffers, gradients of trained tensors, optimizer state and masks."""
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        return (sum(t.numel() * t.element_size() for t in tensors)
+                + sum(p.numel() * p.element_size() for p in self.trained)
+                + self.state_bytes() + sum(m.numel() for m in self.masks.masked))
+
+
+def _check_inputs(base: BaseModel, config: HybridConfig, train: TokenizedSplit, metric: str,
+                  teacher_logits: torch.Tensor | None) -> None:
+    check_metric(metric)
+    if len(train) == 0:
+        raise ValueError("cannot fine-tune on an empty training split")
+    needs_teacher = config.distill.enabled and config.distill.alpha > 0
+    if needs_teacher and teacher_logits is None:
+        raise ValueError(
+            "distillation needs teacher logits: fine-tune the teacher with "
+            "fine_tune(base, teacher_config(config), train, None) and pass "
+            "teacher_logits=predict_logits(result.model, train)")
+    if teacher_logits is not None and tuple(teacher_logits.shape) != (len(train), base.num_labels):
+        raise ValueError(f"teacher_logits has shape {tuple(teacher_logits.shape)}; expected "
+                         f"({len(train)}, {base.num_labels}): one row per training row, in the same order")
+
+
+def fine_tune(
+    base: BaseModel,
+    config: HybridConfig,
+    train: TokenizedSplit,
+    valid: TokenizedSplit | None,
+    *,
+    metric: str = "accuracy",
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    teacher_logits: torch.Tensor | None = None,
+    importance_scores: Mapping[str, torch.Tensor] | None = None,
+    merge_lora: bool = False,
+) -> FineTuneResult:
+    """Fine-tune ``base.fresh(seed)`` under ``config`` on ``train``; score and early-stop on ``valid``.
+
+    ``teacher_logits`` ([len(train), num_labels], row-aligned with ``train``) are required when distillation
+    has ``alpha > 0``. ``importance_scores`` from :func:`compute_importance` on ``base.fresh(seed)`` are
+    computed here when not given. Without ``valid`` every epoch runs and the score is nan.
+    A non-finite loss raises :class:`~hft_search.exceptions.TrialFailure`; CUDA out-of-memory propagates.
+    """
+    device = resolve_device(device)
+    _check_inputs(base, config, train, metric, teacher_logits)
+    training = config.training
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with seeded(seed, device):
+        model = base.fresh(seed)
+        set_dropout(model, training.dropout)
+        if config.importance.enabled and importance_scores is None:
+            importance_scores = compute_importance(model, train, config.importance,
+                                                   batch_size=training.batch_size, device=device, seed=seed)
+        setup = prepare(model, config, importance_scores=importance_scores)
+        if isinstance(setup.loss, DistillationLoss) and not setup.loss.needs_teacher:
+            teacher_logits = None  # alpha = 0: the teacher term is off, its logits need no device copy
+        total_steps = training.epochs * math.ceil(len(train) / training.batch_size)
+        trainer = _Trainer(setup, training, device, total_steps, teacher_logits)
+        outcome = _train(trainer, setup, training, train, valid, metric, seed)
+    trainable, total = setup.trainable_count(), setup.total_count()
+    peak_bytes = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+                  else trainer.memory_estimate_bytes())
+    state_bytes = trainer.state_bytes()
+    model = setup.model.eval().to("cpu")
+    result = FineTuneResult(
+        score=outcome.score, history=outcome.history, best_epoch=outcome.best_epoch,
+        stopped_early=outcome.stopped_early, trainable_params=trainable, total_params=total,
+        trainable_fraction=trainable / total, importance_cut=setup.importance_cut,
+        train_time_s=outcome.seconds, peak_memory_mb=peak_bytes / 2**20,
+        model=merge(model) if merge_lora else model, valid_probs=outcome.probs,
+        optimizer_state_bytes=state_bytes)
+    del trainer, setup, model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+@dataclass
+class _Outcome:
+    score: float
+    history: list[dict]
+    best_epoch: int
+    stopped_early: bool
+    seconds: float
+    probs: torch.Tensor | None
+
+
+def _train(trainer: _Trainer, setup: Setup, training: TrainingConfig, train: TokenizedSplit,
+           valid: TokenizedSplit | None, metric: str, seed: int) -> _Outcome:
+    """The epoch loop with evaluation and early stopping (best weights restored at the end)."""
+    generator = torch.Generator().manual_seed(seed)
+    stopper = EarlyStopping(training.patience)
+    history, best_probs = [], None
+    trained = setup.trainable_parameters()
+    start = time.perf_counter()
+    for epoch in range(1, training.epochs + 1):
+        epoch_start = time.perf_counter()
+        train_loss = trainer.epoch(train, generator, epoch)
+        score = math.nan
+        if valid is not None:
+            logits = predict_logits(setup.model, valid, batch_size=max(64, training.batch_size),
+                                    device=trainer.device)
+            probs = logits.softmax(-1)
+            score = compute_metric(metric, valid.labels, probs)
+            if stopper.update(epoch, score, trained):
+                best_probs = probs
+        history.append({"epoch": epoch, "train_loss": train_loss, "valid_score": score,
+                        "seconds": time.perf_counter() - epoch_start})
+        logger.info("epoch %d: train loss %.4f, valid %s %.4f", epoch, train_loss, metric, score)
+        if valid is not None and stopper.should_stop:
+            break
+    elapsed = time.perf_counter() - start
+    if stopper.snapshot:
+        stopper.restore(trained)
+    score = stopper.best_score if stopper.snapshot else math.nan
+    return _Outcome(score, history, stopper.best_epoch or len(history), len(history) < training.epochs,
+                    elapsed, best_probs)
