@@ -18,10 +18,10 @@ is then put against one real MiniLM CV trial of ``studies/quickstart.yaml`` (tar
 Few cores (2 on the machine this was written on) make 8 workers a measure of contention: the JSON records
 the core count next to the numbers.
 
-    python benchmarks/storage.py                        # 64 trials per configuration, one quickstart trial
-    python benchmarks/storage.py --quick                # 16 trials, a 2-fold 1-epoch MiniLM trial on 96 rows
-    python benchmarks/storage.py --minilm-trial-s 240   # take the MiniLM trial time from a previous run
-    python benchmarks/storage.py --minilm-data /work/shared/datasets/sst2/train.tsv  # another training file
+    python -m benchmarks.storage                        # 64 trials per configuration, one quickstart trial
+    python -m benchmarks.storage --quick                # 16 trials, a 2-fold 1-epoch MiniLM trial on 96 rows
+    python -m benchmarks.storage --minilm-trial-s 240   # take the MiniLM trial time from a previous run
+    python -m benchmarks.storage --minilm-data /work/shared/datasets/sst2/train.tsv  # another training file
 
 PostgreSQL is ``--postgres URL``, by default ``$HFT_TEST_POSTGRES_URL``; without either it is skipped (and the
 JSON says so). Results print as a table and merge into ``benchmarks/results/storage.json`` (key ``full`` or
@@ -56,14 +56,15 @@ import yaml  # noqa: E402
 from optuna.storages import BaseStorage, JournalStorage, _CachedStorage  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks._common import RESULTS_DIR, ROOT, merge_json  # noqa: E402
+
 sys.path.insert(0, str(ROOT / "tests"))
 from cheap_worker import CheapObjective, cheap_spec  # noqa: E402
 
 from hft_search.storage import delete_study_if_exists, make_storage  # noqa: E402
 from hft_search.study import counts, open_study, optimize  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results" / "storage.json"
+RESULTS = RESULTS_DIR / "storage.json"
 QUICKSTART = ROOT / "studies" / "quickstart.yaml"
 WORKER_COUNTS = (1, 2, 4, 8)
 TARGET_PERCENT = 1.0
@@ -158,8 +159,9 @@ def run_configuration(url: str, workers: int, n_trials: int, folder: Path) -> di
     name = f"bench-{uuid.uuid4().hex[:10]}"
     go = folder / f"{name}.go"
     stats = [folder / f"{name}.{i}.json" for i in range(workers)]
-    command = [sys.executable, __file__, "_worker", url, name, str(n_trials), str(go)]
-    processes = [subprocess.Popen([*command, str(path)], stdout=subprocess.PIPE, text=True) for path in stats]
+    command = [sys.executable, "-m", "benchmarks.storage", "_worker", url, name, str(n_trials), str(go)]
+    processes = [subprocess.Popen([*command, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+                 for path in stats]
     try:
         for process in processes:
             if process.stdout.readline().strip() != "ready":
@@ -297,16 +299,6 @@ def print_table(rows: list[dict[str, Any]], minilm: dict[str, Any]) -> None:
           + f"; target: storage time per trial < {TARGET_PERCENT:g} % of it")
 
 
-def write_results(key: str, result: dict[str, Any]) -> None:
-    """Merge under ``key`` into the JSON file, atomically."""
-    merged = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    merged[key] = result
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=RESULTS.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(merged, handle, indent=2)
-    os.replace(handle.name, RESULTS)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="16 trials per configuration, a small MiniLM trial")
@@ -315,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--minilm-trial-s", type=float, help="seconds of one MiniLM CV trial, instead of timing one")
     parser.add_argument("--minilm-data", type=Path, help="training file (text, label columns) for the MiniLM "
                         "trial instead of the quickstart's")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON file the results merge into")
     args = parser.parse_args(argv)
     n_trials = 16 if args.quick else 64
     info = machine(args.postgres)
@@ -337,14 +330,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     over = [f"{row['storage']} x {row['workers']}" for row in rows if row["percent_of_minilm_trial"] >= TARGET_PERCENT]
     if over:
         print(f"over {TARGET_PERCENT:g} %: {', '.join(over)} (near-zero-cost trials from every worker at once)")
-    write_results("quick" if args.quick else "full", {
+    merge_json(args.out, {"quick" if args.quick else "full": {
         "machine": info, "trials_per_configuration": n_trials, "heartbeat_interval_s": HEARTBEAT_S,
         "postgresql": "measured" if args.postgres else "skipped: no --postgres and no $HFT_TEST_POSTGRES_URL",
         "minilm_trial": minilm, "target_percent": TARGET_PERCENT,
         "worst_percent": max(row["percent_of_minilm_trial"] for row in rows), "over_target": over,
         "results": rows,
-    })
-    print(f"written to {RESULTS.relative_to(ROOT)}")
+    }})
+    print(f"written to {args.out}")
 
 
 if __name__ == "__main__":

@@ -174,12 +174,13 @@ class CVObjective:
     def _importance(self, fold: int, config: HybridConfig, train: TokenizedSplit) -> dict[str, torch.Tensor]:
         imp = config.importance
         parts = {**self._fold_key(fold), "score": imp.score, "batches": imp.batches,
-                 "batch_size": config.training.batch_size, "seed": self.spec.cv.seed}
+                 "batch_size": config.training.batch_size, "seed": self._seed(fold)}
 
         def compute() -> dict[str, torch.Tensor]:
-            model = self.base.fresh(self.spec.cv.seed)
+            # Scored on the very initial model that fine_tune trains (same seed, so the same new head).
+            model = self.base.fresh(self._seed(fold))
             return compute_importance(model, train, imp, batch_size=config.training.batch_size,
-                                      device=self.device, seed=self.spec.cv.seed)
+                                      device=self.device, seed=self._seed(fold))
 
         return self.cache.get_or_compute("importance", parts, compute)
 

@@ -25,7 +25,6 @@ from optuna.trial import TrialState
 
 from hft_search.exceptions import StorageError
 from hft_search.storage import (
-    remove_log_masking,
     DEFAULT_STORAGE_URL,
     STORAGE_ENV_VAR,
     MaskingFilter,
@@ -33,6 +32,7 @@ from hft_search.storage import (
     install_log_masking,
     make_storage,
     mask_url,
+    remove_log_masking,
     resolve_storage_url,
 )
 
