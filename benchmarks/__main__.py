@@ -66,7 +66,8 @@ def _engine_targets(data: dict[str, Any], preset: str) -> list[dict[str, Any]]:
 
 def _storage_argv(ctx: Context, out: Path) -> list[str]:
     return [*(["--quick"] if ctx.preset != "full" else []), "--minilm-data", str(ctx.train), "--out", str(out),
-            *(["--postgres", ctx.postgres] if ctx.postgres else [])]
+            *(["--postgres", ctx.postgres] if ctx.postgres else []),
+            *(["--workers", "1", "2"] if ctx.preset == "smoke" else [])]
 
 
 def _storage_targets(data: dict[str, Any], preset: str) -> list[dict[str, Any]]:

@@ -66,7 +66,7 @@ class Context:
 # -- machine facts and result files ------------------------------------------------------------------------
 
 
-def _version(package: str) -> str:
+def package_version(package: str) -> str:
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
@@ -81,7 +81,7 @@ def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
     return {"device": device.type, "device_name": name, "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "load_average": list(os.getloadavg()),
             "python": platform.python_version(), "torch": torch.__version__,
-            **{package: _version(package) for package in ("transformers", "optuna", "peft", "hft_search")}}
+            **{package: package_version(package) for package in ("transformers", "optuna", "peft", "hft_search")}}
 
 
 def write_json(path: Path, data: Any) -> None:

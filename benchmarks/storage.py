@@ -44,7 +44,6 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +55,7 @@ import yaml  # noqa: E402
 from optuna.storages import BaseStorage, JournalStorage, _CachedStorage  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from benchmarks._common import RESULTS_DIR, ROOT, merge_json  # noqa: E402
+from benchmarks._common import RESULTS_DIR, ROOT, merge_json, package_version  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests"))
 from cheap_worker import CheapObjective, cheap_spec  # noqa: E402
@@ -265,22 +264,17 @@ def postgres_version(url: str) -> str:
         engine.dispose()
 
 
-def machine(postgres: str | None) -> dict[str, Any]:
-    def version(package: str) -> str:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
+def machine(postgres: str | None, worker_counts: Sequence[int]) -> dict[str, Any]:
     cores = os.cpu_count() or 1
     return {
         "cpu_count": cores, "processor": platform.processor() or platform.machine(),
         "load_average_at_start": list(os.getloadavg()), "python": platform.python_version(),
-        "optuna": optuna.__version__, "sqlalchemy": version("sqlalchemy"), "psycopg": version("psycopg"),
+        "optuna": optuna.__version__, "sqlalchemy": package_version("sqlalchemy"),
+        "psycopg": package_version("psycopg"),
         "sqlite": sqlite3.sqlite_version, "postgresql": postgres_version(postgres) if postgres else None,
-        "note": (f"{cores} CPU cores shared by up to {max(WORKER_COUNTS)} worker processes and the database: "
+        "note": (f"{cores} CPU cores shared by up to {max(worker_counts)} worker processes and the database: "
                  "with more workers than cores the figures measure contention, not the storage alone")
-                if cores < max(WORKER_COUNTS) else "",
+                if cores < max(worker_counts) else "",
     }
 
 
@@ -307,10 +301,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--minilm-trial-s", type=float, help="seconds of one MiniLM CV trial, instead of timing one")
     parser.add_argument("--minilm-data", type=Path, help="training file (text, label columns) for the MiniLM "
                         "trial instead of the quickstart's")
+    parser.add_argument("--workers", type=int, nargs="+", default=list(WORKER_COUNTS),
+                        help="worker counts to run (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON file the results merge into")
     args = parser.parse_args(argv)
     n_trials = 16 if args.quick else 64
-    info = machine(args.postgres)
+    info = machine(args.postgres, args.workers)
     rows = []
     with tempfile.TemporaryDirectory(prefix="hft-bench-storage-") as tmp:
         folder = Path(tmp)
@@ -318,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                   else minilm_trial(args.quick, folder, args.minilm_data))
         print(f"MiniLM trial: {minilm['trial_s']:.1f} s", flush=True)
         for backend, url in storage_urls(folder, args.postgres).items():
-            for workers in WORKER_COUNTS:
+            for workers in args.workers:
                 row = {"storage": backend, **run_configuration(url, workers, n_trials, folder)}
                 print(f"{backend} x {workers}: {row['trials_per_s']:.1f} trials/s, "
                       f"{row['storage_ms_per_trial']:.1f} ms storage per trial", flush=True)
