@@ -151,26 +151,26 @@ def _hub_error(name: str, error: Exception) -> ModelError:
     )
 
 
-def load_config(name: str, revision: str | None = None):  # noqa: ANN201 - a transformers PretrainedConfig
-    """The model's config alone (cheap): used to check knob values against the number of layers."""
-    from transformers import AutoConfig
+def _from_pretrained(auto_class_name: str, name: str, revision: str | None):  # noqa: ANN202 - per class
+    """``transformers.<auto_class_name>.from_pretrained`` on the resolved source, hub errors made readable."""
+    import transformers
 
-    source = resolve_source(name)
     try:
-        return AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=False)
+        return getattr(transformers, auto_class_name).from_pretrained(
+            resolve_source(name), revision=revision, trust_remote_code=False)
     except (OSError, ValueError) as error:
         raise _hub_error(name, error) from None
+
+
+def load_config(name: str, revision: str | None = None):  # noqa: ANN201 - a transformers PretrainedConfig
+    """The model's config alone (cheap): used to check knob values against the number of layers."""
+    return _from_pretrained("AutoConfig", name, revision)
 
 
 @lru_cache(maxsize=4)
 def load_tokenizer(name: str, revision: str | None = None):  # noqa: ANN201 - a transformers tokenizer
-    from transformers import AutoTokenizer
-
-    source = resolve_source(name)
-    try:
-        return AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=False)
-    except (OSError, ValueError) as error:
-        raise _hub_error(name, error) from None
+    """The model's tokenizer, once per process: every fold and trial tokenizes with the same one."""
+    return _from_pretrained("AutoTokenizer", name, revision)
 
 
 @dataclass

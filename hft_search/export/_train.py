@@ -287,6 +287,14 @@ def record_final_model(spec: StudySpec, path: Path, metadata: dict[str, Any], st
     return True
 
 
+def _scores_line(metrics: dict[str, Any]) -> str:
+    """Accuracy and macro-F1, then the study's metric when it is another one."""
+    line = f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['f1_macro']:.4f}"
+    if metrics["metric"] not in ("accuracy", "f1_macro"):
+        line += f"  {metrics['metric']} {metrics['score']:.4f}"
+    return line
+
+
 def describe_trained(trained: TrainedModel) -> str:
     """What ``hft-search train`` prints: where the model is, its test metrics and the optional comparisons."""
     meta = trained.metadata
@@ -295,15 +303,13 @@ def describe_trained(trained: TrainedModel) -> str:
     if metrics is None:
         lines.append("no test split: the model was not evaluated")
     else:
-        lines += [f"test ({metrics['rows']} rows): accuracy {metrics['accuracy']:.4f}  macro-F1 "
-                  f"{metrics['f1_macro']:.4f}  {metrics['metric']} {metrics['score']:.4f}",
+        lines += [f"test ({metrics['rows']} rows): {_scores_line(metrics)}",
                   metrics["classification_report_text"].rstrip(),
                   "confusion matrix (rows: true, columns: predicted; " + ", ".join(metrics["labels"]) + "):",
                   *(f"  {row}" for row in metrics["confusion_matrix"])]
     if meta["ensemble"] is not None and meta["ensemble"]["metrics"] is not None:
         ens = meta["ensemble"]["metrics"]
-        lines.append(f"fold ensemble ({meta['ensemble']['folds']} models): accuracy {ens['accuracy']:.4f}  "
-                     f"macro-F1 {ens['f1_macro']:.4f}  {ens['metric']} {ens['score']:.4f}"
+        lines.append(f"fold ensemble ({meta['ensemble']['folds']} models): {_scores_line(ens)}"
                      + (f"   single model: {metrics['metric']} {metrics['score']:.4f}" if metrics else ""))
     if meta["threshold"] is not None:
         thr = meta["threshold"]

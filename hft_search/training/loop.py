@@ -301,7 +301,10 @@ def _train(trainer: _Trainer, setup: Setup, training: TrainingConfig, train: Tok
                 best_probs = probs
         history.append({"epoch": epoch, "train_loss": train_loss, "valid_score": score,
                         "seconds": time.perf_counter() - epoch_start})
-        logger.info("epoch %d: train loss %.4f, valid %s %.4f", epoch, train_loss, metric, score)
+        if valid is None:
+            logger.info("epoch %d: train loss %.4f (no validation split)", epoch, train_loss)
+        else:
+            logger.info("epoch %d: train loss %.4f, valid %s %.4f", epoch, train_loss, metric, score)
         if valid is not None and stopper.should_stop:
             break
     elapsed = time.perf_counter() - start
