@@ -55,7 +55,7 @@ import yaml  # noqa: E402
 from optuna.storages import BaseStorage, JournalStorage, _CachedStorage  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from benchmarks._common import RESULTS_DIR, ROOT, merge_json, package_version  # noqa: E402
+from benchmarks._common import RESULTS_DIR, ROOT, machine_info, merge_json, package_version  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests"))
 from cheap_worker import CheapObjective, cheap_spec  # noqa: E402
@@ -229,7 +229,10 @@ def minilm_trial(quick: bool, folder: Path, data: Path | None) -> dict[str, Any]
     from hft_search.study import default_cache
 
     raw = yaml.safe_load(QUICKSTART.read_text(encoding="utf-8"))
-    raw["data"]["train"] = str(data.resolve() if data is not None else QUICKSTART.parent / raw["data"]["train"])
+    if data is not None:  # another dataset: the demo test split's labels need not be its labels
+        raw["data"].update(train=str(data.resolve()), test=None)
+    else:
+        raw["data"]["train"] = str(QUICKSTART.parent / raw["data"]["train"])
     if not Path(raw["data"]["train"]).is_file():
         raise SystemExit(f"{raw['data']['train']} is missing: pass --minilm-data FILE or --minilm-trial-s SECONDS")
     raw["name"] = "bench-minilm"
@@ -267,9 +270,8 @@ def postgres_version(url: str) -> str:
 def machine(postgres: str | None, worker_counts: Sequence[int]) -> dict[str, Any]:
     cores = os.cpu_count() or 1
     return {
-        "cpu_count": cores, "processor": platform.processor() or platform.machine(),
-        "load_average_at_start": list(os.getloadavg()), "python": platform.python_version(),
-        "optuna": optuna.__version__, "sqlalchemy": package_version("sqlalchemy"),
+        **machine_info(), "processor": platform.processor() or platform.machine(),
+        "load_average_at_start": list(os.getloadavg()), "sqlalchemy": package_version("sqlalchemy"),
         "psycopg": package_version("psycopg"),
         "sqlite": sqlite3.sqlite_version, "postgresql": postgres_version(postgres) if postgres else None,
         "note": (f"{cores} CPU cores shared by up to {max(worker_counts)} worker processes and the database: "
