@@ -58,11 +58,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
+import socket
 import sys
 import threading
 import time
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -117,10 +120,11 @@ def counted_trials(study: optuna.Study) -> int:
     return sum(counts(t) for t in study.get_trials(deepcopy=False))
 
 
-def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
-    """The spec's sampler, seeded. TPE is multivariate with ``group=True`` (conditional knobs) and a constant
-    liar, so parallel workers do not all sample the same region while their trials run."""
-    seed = spec.study.seed
+def make_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The spec's sampler, seeded (``seed`` overrides the spec's: see :func:`worker_seed`). TPE is multivariate
+    with ``group=True`` (conditional knobs) and a constant liar, so parallel workers do not all sample the same
+    region while their trials run."""
+    seed = spec.study.seed if seed is None else seed
     name = spec.study.sampler
     if name == "tpe":  # multivariate, group and constant_liar are "experimental": wanted here, warning or not
         return _experimental(lambda: optuna.samplers.TPESampler(
@@ -134,7 +138,9 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "grid":
         space = {key: grid_values(dist) for key, dist in spec.search_space.items()}
-        return optuna.samplers.GridSampler(space, seed=seed)
+        # Always the spec's seed: every worker must share one order of the grid, so that each trial number
+        # names the same grid point in all of them and no point runs twice.
+        return optuna.samplers.GridSampler(space, seed=spec.study.seed)
     return optuna.samplers.NSGAIISampler(seed=seed)
 
 
@@ -167,9 +173,11 @@ def _storage_for(spec: StudySpec, url: str) -> BaseStorage:
                         grace_period=spec.study.grace_period, max_retries=spec.study.max_retries)
 
 
-def _open_study_in(spec: StudySpec, backend: BaseStorage, url: str, name: str) -> optuna.Study:
+def _open_study_in(spec: StudySpec, backend: BaseStorage, url: str, name: str,
+                   sampler_seed: int | None = None) -> optuna.Study:
     study = optuna.create_study(storage=backend, study_name=name, directions=directions(spec),
-                                sampler=make_sampler(spec), pruner=make_pruner(spec), load_if_exists=True)
+                                sampler=make_sampler(spec, sampler_seed), pruner=make_pruner(spec),
+                                load_if_exists=True)
     stored = study.user_attrs.get("spec_hash")
     if stored is None:
         study.set_user_attr("spec", spec.model_dump(mode="json"))
@@ -517,7 +525,8 @@ def optimize(study: optuna.Study, objective: Objective, n_trials: int, *, timeou
 
 def run_study(spec: StudySpec, *, n_trials: int | None = None, storage: str | None = None,
               study_name: str | None = None, progress: bool = False,
-              objective: Objective | None = None, stop: StopRequested | None = None) -> optuna.Study:
+              objective: Objective | None = None, stop: StopRequested | None = None,
+              sampler_seed: int | None = None) -> optuna.Study:
     """Open (or resume) the spec's study and run it to ``n_trials`` counted trials with the CV objective.
 
     Other processes may run the same study at the same time (see :func:`run_worker`): together they finish
@@ -531,7 +540,7 @@ def run_study(spec: StudySpec, *, n_trials: int | None = None, storage: str | No
 
         cv = CVObjective(spec, cache=default_cache(spec, url), progress=progress)
         objective, fingerprint = cv, cv.data.fingerprint
-    study = _open_study_in(spec, backend, url, study_name or spec.name)
+    study = _open_study_in(spec, backend, url, study_name or spec.name, sampler_seed)
     if fingerprint is not None and "data_fingerprint" not in study.user_attrs:
         study.set_user_attr("data_fingerprint", fingerprint)
     return optimize(study, objective, target_trials(spec, n_trials), timeout=spec.study.timeout,
@@ -584,7 +593,17 @@ def run_worker(spec: StudySpec, *, storage: str | None = None, study_name: str |
     """
     with GracefulStop() as stop:
         return run_study(spec, storage=storage, study_name=study_name, progress=progress, objective=objective,
-                         stop=stop)
+                         stop=stop, sampler_seed=worker_seed(spec))
+
+
+def worker_seed(spec: StudySpec) -> int:
+    """The sampler seed of one worker: the spec's seed mixed with this host and process.
+
+    Every worker builds its own sampler; with the spec's seed in all of them, the random start-up trials of
+    TPE (and every trial of random search) would be the same configurations in every worker, fine-tuned
+    twice. Folds and training seeds stay the spec's, so trials remain comparable across workers.
+    """
+    return (spec.study.seed + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())) % 2**32
 
 
 def load_study(study_name: str, storage: str | None) -> optuna.Study:

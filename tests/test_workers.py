@@ -33,10 +33,12 @@ from hft_search.study import (
     SURPLUS_ATTR,
     counted_trials,
     counts,
+    make_sampler,
     open_study,
     optimize,
     run_worker,
     target_trials,
+    worker_seed,
 )
 
 WORKER = Path(__file__).with_name("cheap_worker.py")
@@ -373,3 +375,19 @@ def test_sqlite_commits_are_not_flushed_one_by_one(sqlite_url: str):
             assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
     finally:
         storage.engine.dispose()
+
+
+def test_each_worker_process_samples_its_own_configurations(tmp_path: Path):
+    """With the spec's seed in every worker, the first random trials would be the same in all of them."""
+    spec = cheap_spec("seeds", f"sqlite:///{tmp_path / 'seeds.db'}", 4, sampler="random")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from cheap_worker import cheap_spec; "
+            "from hft_search.study import worker_seed; print(worker_seed(cheap_spec('s', 'sqlite://', 4)))")
+    seeds = {int(subprocess.run([sys.executable, "-c", code, str(WORKER.parent)], capture_output=True, text=True,
+                                check=True).stdout) for _ in range(2)}
+    assert len(seeds) == 2 and worker_seed(spec) not in seeds
+
+    firsts = []
+    for seed in seeds:
+        study = optuna.create_study(sampler=make_sampler(spec, seed))
+        firsts.append(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}).params)
+    assert firsts[0] != firsts[1]
