@@ -34,7 +34,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import sqlite3
 import subprocess
 import sys
@@ -268,11 +267,10 @@ def postgres_version(url: str) -> str:
 
 
 def machine(postgres: str | None, worker_counts: Sequence[int]) -> dict[str, Any]:
-    cores = os.cpu_count() or 1
+    info = machine_info()  # cores, load average at the start, processor (device_name), package versions
+    cores = info["cpu_count"]
     return {
-        **machine_info(), "processor": platform.processor() or platform.machine(),
-        "load_average_at_start": list(os.getloadavg()), "sqlalchemy": package_version("sqlalchemy"),
-        "psycopg": package_version("psycopg"),
+        **info, "sqlalchemy": package_version("sqlalchemy"), "psycopg": package_version("psycopg"),
         "sqlite": sqlite3.sqlite_version, "postgresql": postgres_version(postgres) if postgres else None,
         "note": (f"{cores} CPU cores shared by up to {max(worker_counts)} worker processes and the database: "
                  "with more workers than cores the figures measure contention, not the storage alone")
