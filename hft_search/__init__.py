@@ -68,5 +68,6 @@ if TYPE_CHECKING:
     from hft_search.objective import CVObjective, suggest_config
     from hft_search.spec import HybridConfig, StudySpec, load_spec, spec_from_dict
     from hft_search.storage import make_storage, mask_url, resolve_storage_url
-    from hft_search.study import load_study, open_study, optimize, run_study, run_worker
+    from hft_search.study import load_study, open_study, run_study, run_worker
     from hft_search.summary import best_summary, describe_best, trials_table, validate
+    from hft_search.workers import optimize

@@ -95,7 +95,7 @@ def best_summary(study: optuna.Study, trial_number: int | None = None) -> dict[s
 def describe_best(study: optuna.Study, storage_url: str | None = None) -> str:
     """What ``run`` prints at the end: counts, the best trial with its fold scores, and the storage."""
     from hft_search.storage import mask_url
-    from hft_search.study import counted_trials
+    from hft_search.workers import counted_trials
 
     states: dict[str, int] = {}
     for trial in study.get_trials(deepcopy=False):

@@ -14,7 +14,8 @@ from hft_search import objective as objective_module
 from hft_search import spec_from_dict
 from hft_search.caching import Cache
 from hft_search.objective import CVObjective
-from hft_search.study import open_study, optimize, run_study
+from hft_search.study import open_study, run_study
+from hft_search.workers import optimize
 
 SAMPLERS = ["tpe", "random", "gp", "cmaes", "grid"]
 

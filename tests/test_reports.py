@@ -372,6 +372,7 @@ def test_reports_never_import_the_training_code() -> None:
         "hft_search.strategies",
         "hft_search.objective",
         "hft_search.study",
+        "hft_search.workers",
         "hft_search.export",
     ]
     code = (

@@ -12,7 +12,8 @@ from optuna.trial import TrialState
 from hft_search import run_study, spec_from_dict
 from hft_search.cli import main
 from hft_search.exceptions import StorageError
-from hft_search.study import counted_trials, open_study
+from hft_search.study import open_study
+from hft_search.workers import counted_trials
 
 
 def write_spec(tmp_path: Path, raw: dict) -> Path:
