@@ -69,12 +69,17 @@ def _cmd_best(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from hft_search import export_best
+    from hft_search.baseline import Lift
 
     spec = export_best(args.study, args.storage, args.output, trial=args.trial, fmt=args.format, force=args.force)
     prov = spec.provenance
     std = f" ± {prov['std']:.4f}" if isinstance(prov.get("std"), float) else ""
     print(f"wrote {args.output}: trial {prov['trial']} of study {prov['study']!r}, "
           f"{prov['metric']} {prov['value']:.4f}{std}")
+    if prov.get("lift"):
+        print(f"lift over the baseline (trial {prov['baseline']['trial']}): {Lift(**prov['lift']).text()}")
+    if prov.get("lift_warning"):
+        print(f"warning: {prov['lift_warning']}")
     return 0
 
 

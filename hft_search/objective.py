@@ -40,6 +40,7 @@ import optuna
 import torch
 from sklearn.model_selection import StratifiedKFold
 
+from hft_search.baseline import BASELINE_ATTR, LIFT_ATTR, baseline_config, baseline_params, compute_lift, find_baseline
 from hft_search.caching import Cache
 from hft_search.data import LabelledData, TokenizedSplit, load_data, tokenize
 from hft_search.exceptions import DataError, TrialFailure
@@ -99,6 +100,32 @@ def suggest_config(trial: optuna.Trial, spec: StudySpec) -> HybridConfig:
             continue
         values[name] = suggest_value(trial, name, dist)
     return HybridConfig.from_flat(values)
+
+
+def trial_config(trial: optuna.Trial, spec: StudySpec) -> HybridConfig:
+    """The configuration a trial runs: the baseline full fine-tune for the baseline trial (its searched knobs
+    taken from the enqueued values, so that the sampler sees what ran), else a sampled one."""
+    if not trial.user_attrs.get(BASELINE_ATTR):
+        return suggest_config(trial, spec)
+    for name in baseline_params(spec):
+        suggest_value(trial, name, spec.search_space[name])
+    return baseline_config(spec)
+
+
+def record_lift(trial: optuna.Trial, scores: list[float]) -> None:
+    """Store the trial's lift over the completed baseline trial (see :mod:`hft_search.baseline`); nothing for
+    the baseline itself or while the baseline has not completed."""
+    if trial.user_attrs.get(BASELINE_ATTR):
+        return
+    from optuna.trial import TrialState
+
+    baseline = find_baseline(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if baseline is None:
+        return
+    maximize = trial.study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    lift = compute_lift(scores, baseline.user_attrs.get("fold_scores") or [], baseline.number, maximize=maximize)
+    if lift is not None:
+        trial.set_user_attr(LIFT_ATTR, lift.to_attr())
 
 
 def study_teacher_config(spec: StudySpec) -> HybridConfig:
@@ -258,12 +285,15 @@ class CVObjective:
                 importance_cut=float(np.mean(cuts)) if cuts else None,
                 teacher_scores=[o.teacher_score for o in outcomes] if config.distill.enabled else None,
                 peak_memory_mb=float(max(o.result.peak_memory_mb for o in outcomes)),
+                fold_epochs=int(sum(len(o.result.history) for o in outcomes)),
+                learning_rate_effective=float(np.mean([o.result.learning_rate for o in outcomes])),
             )
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
+        record_lift(trial, scores)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        config = suggest_config(trial, self.spec)
+        config = trial_config(trial, self.spec)
         outcomes: list[FoldOutcome] = []
         try:
             for fold in self._fold_range(trial):

@@ -94,6 +94,10 @@ class TrainingConfig(BaseModel):
     dropout: float | None = Field(None, ge=0.0, lt=1.0, description="override the model's dropout (None: keep)")
     max_grad_norm: float = Field(1.0, ge=0.0, description="gradient clipping norm (0: no clipping)")
     patience: int = Field(2, ge=1, description="epochs without improvement before early stopping")
+    max_lr_multiplier: float = Field(
+        10.0, ge=1.0, description="scale the learning rate by min(this, 1 / trainable fraction): configurations "
+        "that train few parameters get a larger rate (1: every configuration trains at learning_rate)"
+    )
 
 
 GROUPS: dict[str, type[BaseModel]] = {
@@ -267,6 +271,14 @@ class CVSpec(_Section):
     metric: Literal["accuracy", "f1_macro", "f1", "mcc", "roc_auc"] = "accuracy"
 
 
+class WarmStart(_Section):
+    """Seed a new study with the ``top`` best configurations of an earlier study (``hft-search`` stored)."""
+
+    study: str = Field(min_length=1, description="name of the earlier study")
+    storage: str | None = Field(None, description="its storage URL (None: this study's storage)")
+    top: int = Field(3, ge=1, description="how many of its best COMPLETE trials to enqueue")
+
+
 class StudyOptions(_Section):
     direction: Literal["maximize", "minimize"] = "maximize"
     objectives: Literal["score", "score+trainable_fraction", "score+student_params"] = Field(
@@ -281,6 +293,11 @@ class StudyOptions(_Section):
     heartbeat_interval: int = Field(60, ge=1, description="seconds between worker heartbeats (RDB storages)")
     grace_period: int | None = Field(None, ge=1, description="seconds without heartbeat before a trial is retried")
     max_retries: int = Field(3, ge=0, description="times a trial of a dead worker is re-queued")
+    baseline: bool = Field(True, description="trial 0 of a new study is the plain full fine-tune that every "
+                           "later trial's lift is measured against")
+    enqueue: list[dict[str, Any]] = Field(default_factory=list, description="configurations (dotted knob: value) "
+                                          "tried first, after the baseline")
+    warm_start: WarmStart | None = Field(None, description="enqueue the best configurations of an earlier study")
 
 
 class StudySpec(_Section):
@@ -403,10 +420,36 @@ def _cross_checks(spec: StudySpec) -> list[SpecIssue]:
         if bad:
             issues.append(SpecIssue("study.sampler", "grid needs categorical, int or stepped float knobs; "
                                     f"give a step to: {', '.join(bad)}"))
+    if spec.study.sampler == "grid" and (spec.study.enqueue or spec.study.warm_start):
+        issues.append(SpecIssue("study.sampler", "the grid sampler runs only its own grid points; remove "
+                                "study.enqueue and study.warm_start, or use another sampler"))
+    valid = set(knob_names())
+    for index, entry in enumerate(spec.study.enqueue):
+        for name, value in entry.items():
+            path = f"study.enqueue.{index}.{name}"
+            if name not in valid:
+                issues.append(SpecIssue(path, "unknown knob; use dotted knob names such as training.learning_rate"))
+            elif name not in spec.search_space:
+                issues.append(SpecIssue(path, "is not searched by this spec (only search_space knobs can be "
+                                        "enqueued); add it to search_space or drop it"))
+            elif (why := out_of_range(spec.search_space[name], value)) is not None:
+                issues.append(SpecIssue(path, why))
     for key in spec.search_space:
         if key.endswith(".enabled") and not isinstance(spec.search_space[key], CategoricalDist):
             issues.append(SpecIssue(f"search_space.{key}", "a group switch must be {categorical: [true, false]}"))
     return issues
+
+
+def out_of_range(dist: Distribution, value: Any) -> str | None:
+    """Why ``value`` cannot be a value of ``dist`` (an enqueued or warm-started configuration), or None."""
+    if isinstance(dist, CategoricalDist):
+        return None if value in dist.choices else f"{value!r} is not one of {dist.choices}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{value!r} is not a number"
+    if isinstance(dist, IntDist) and value != int(value):
+        return f"{value!r} is not an integer"
+    low, high = dist.bounds
+    return None if low <= value <= high else f"{value!r} is outside [{low}, {high}]"
 
 
 def knob_range(spec: StudySpec, name: str) -> tuple[Any, Any] | None:
@@ -450,12 +493,15 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         teacher = (raw.get(section) or {}).get("distill.teacher")
         if isinstance(teacher, str) and teacher.startswith(("./", "../")):
             raw[section]["distill.teacher"] = str((base / teacher).resolve())
-    storage = (raw.get("study") or {}).get("storage")
-    for prefix in ("sqlite:///", "journal:"):
-        if isinstance(storage, str) and storage.startswith(prefix):
-            relative = storage.removeprefix(prefix)
-            if relative and relative != ":memory:" and not relative.startswith("/"):
-                raw["study"]["storage"] = prefix + str((base / relative).resolve())
+    study = raw.get("study") if isinstance(raw.get("study"), dict) else {}
+    warm = study.get("warm_start") if isinstance(study.get("warm_start"), dict) else {}
+    for holder in (study, warm):
+        storage = holder.get("storage")
+        for prefix in ("sqlite:///", "journal:"):
+            if isinstance(storage, str) and storage.startswith(prefix):
+                relative = storage.removeprefix(prefix)
+                if relative and relative != ":memory:" and not relative.startswith("/"):
+                    holder["storage"] = prefix + str((base / relative).resolve())
 
 
 def spec_from_dict(raw: Mapping[str, Any], base_dir: Path | str = ".", source: str | None = None) -> StudySpec:

@@ -14,6 +14,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
 from hft_search.exceptions import StorageError
+from hft_search.seeding import seed_study, wait_until_seeded
 from hft_search.spec import StudySpec, grid_values
 from hft_search.storage import make_storage, mask_url, resolve_storage_url
 from hft_search.workers import (
@@ -87,15 +88,28 @@ def _storage_for(spec: StudySpec, url: str) -> BaseStorage:
 
 def _open_study_in(spec: StudySpec, backend: BaseStorage, url: str, name: str,
                    sampler_seed: int | None = None) -> optuna.Study:
-    study = optuna.create_study(storage=backend, study_name=name, directions=directions(spec),
-                                sampler=make_sampler(spec, sampler_seed), pruner=make_pruner(spec),
-                                load_if_exists=True)
+    """Create the study and seed it (:func:`hft_search.seeding.seed_study`), or load it when another process
+    created it first or this is a resume: only the creator seeds, so the baseline is enqueued exactly once."""
+    sampler, pruner = make_sampler(spec, sampler_seed), make_pruner(spec)
+    try:
+        study = optuna.create_study(storage=backend, study_name=name, directions=directions(spec),
+                                    sampler=sampler, pruner=pruner, load_if_exists=False)
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=backend, sampler=sampler, pruner=pruner)
+        created = False
+    if created:
+        _store_spec(study, spec)
+        try:
+            seed_study(study, spec, url)
+        except BaseException:  # a warm start that cannot load leaves no half-seeded study behind
+            optuna.delete_study(study_name=name, storage=backend)
+            raise
+    else:
+        wait_until_seeded(study)
     stored = study.user_attrs.get("spec_hash")
-    if stored is None:
-        study.set_user_attr("spec", spec.model_dump(mode="json"))
-        study.set_user_attr("spec_hash", spec.search_hash())
-        study.set_user_attr("metric", spec.cv.metric)
-        study.set_user_attr("objectives", spec.study.objectives)
+    if stored is None:  # a study created by plain Optuna or an older hft-search
+        _store_spec(study, spec)
     elif stored != spec.search_hash():
         raise StorageError(
             f"study {name!r} in {mask_url(url)} was created from a different spec (data, model, cv or search "
@@ -105,6 +119,13 @@ def _open_study_in(spec: StudySpec, backend: BaseStorage, url: str, name: str,
     logger.info("study %s in %s: %d of %d trials done", name, mask_url(url), counted_trials(study),
                 spec.study.n_trials)
     return study
+
+
+def _store_spec(study: optuna.Study, spec: StudySpec) -> None:
+    study.set_user_attr("spec", spec.model_dump(mode="json"))
+    study.set_user_attr("spec_hash", spec.search_hash())
+    study.set_user_attr("metric", spec.cv.metric)
+    study.set_user_attr("objectives", spec.study.objectives)
 
 
 def target_trials(spec: StudySpec, n_trials: int | None = None) -> int:

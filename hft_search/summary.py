@@ -9,6 +9,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hft_search.baseline import find_baseline, is_baseline, lift_of, verdict
 from hft_search.exceptions import StorageError
 from hft_search.spec import StudySpec, check_against_layers, load_spec
 
@@ -40,14 +41,25 @@ def _value(trial: FrozenTrial) -> str:
     return " / ".join([head, *(f"{v:.4g}" for v in trial.values[1:])])
 
 
+def lift_cell(trial: FrozenTrial) -> str:
+    """``baseline`` for the baseline trial, ``+0.0123 (p 0.031)`` for a trial with a lift, else ``-``."""
+    if is_baseline(trial):
+        return "baseline"
+    lift = lift_of(trial)
+    if lift is None:
+        return "-"
+    return f"{lift.mean:+.4f}" + ("" if lift.p_value is None else f" (p {lift.p_value:.2g})")
+
+
 def trials_table(study: optuna.Study) -> str:
-    """One line per trial: number, state, value ± std, trainable %, key params, failure reason."""
-    rows = [("#", "state", "value ± std", "trainable %", "params", "reason")]
+    """One line per trial: number, state, value ± std, lift over the baseline, trainable %, key params,
+    failure reason."""
+    rows = [("#", "state", "value ± std", "lift", "trainable %", "params", "reason")]
     for trial in study.get_trials(deepcopy=False):
         fraction = trial.user_attrs.get("trainable_fraction")
         params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items()
                           if k in _KEY_PARAMS or k.endswith(".enabled"))
-        rows.append((str(trial.number), trial.state.name, _value(trial),
+        rows.append((str(trial.number), trial.state.name, _value(trial), lift_cell(trial),
                      f"{100 * fraction:.1f}" if isinstance(fraction, float) else "-", params,
                      trial.user_attrs.get("fail_reason", "")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -75,6 +87,8 @@ def best_summary(study: optuna.Study, trial_number: int | None = None) -> dict[s
     """The best (or given) trial as a plain dict: value ± std, fold scores, params, provenance."""
     trial = pick_trial(study, trial_number)
     attrs = trial.user_attrs
+    baseline = find_baseline(study.get_trials(deepcopy=False))
+    lift = lift_of(trial)
     return {
         "study": study.study_name,
         "trial": trial.number,
@@ -86,10 +100,30 @@ def best_summary(study: optuna.Study, trial_number: int | None = None) -> dict[s
         "trainable_fraction": attrs.get("trainable_fraction"),
         "trainable_params": attrs.get("trainable_params"),
         "params": dict(trial.params),
+        "baseline_trial": None if baseline is None else baseline.number,
+        "lift": None if lift is None else lift.to_attr(),
+        "lift_warning": verdict(trial, baseline),
         "provenance": {k: attrs.get(k) for k in ("data_fingerprint", "device", "seed", "versions",
                                                   "fold_times_s", "peak_memory_mb", "importance_cut",
                                                   "teacher_scores")},
     }
+
+
+def _baseline_lines(study: optuna.Study, best: FrozenTrial) -> list[str]:
+    """The baseline trial and the best trial's lift over it, with a plain warning when it is not better."""
+    baseline = find_baseline(study.get_trials(deepcopy=False))
+    if baseline is None:
+        return ["no completed baseline trial (study.baseline: false, or it has not run): no lift to show"]
+    lines = [f"baseline: trial {baseline.number} (plain full fine-tune, learning rate "
+             f"{_fmt(baseline.user_attrs.get('config', {}).get('training.learning_rate'))}): "
+             f"{best.user_attrs.get('metric', 'value')} {_value(baseline)}"]
+    lift = lift_of(best)
+    if lift is not None:
+        lines.append(f"lift of trial {best.number} over the baseline: {lift.text()}")
+    warning = verdict(best, baseline)
+    if warning:
+        lines.append(f"warning: {warning}")
+    return lines
 
 
 def describe_best(study: optuna.Study, storage_url: str | None = None) -> str:
@@ -116,6 +150,7 @@ def describe_best(study: optuna.Study, storage_url: str | None = None) -> str:
                      f"folds [{folds}]"
                      + (f"  trainable {100 * fraction:.1f}%" if isinstance(fraction, float) else ""))
         lines += [f"  {k} = {_fmt(v)}" for k, v in best.params.items()]
+        lines += _baseline_lines(study, best)
     if storage_url:
         lines.append(f"stored in {mask_url(storage_url)} (study {study.study_name!r})")
     return "\n".join(lines)

@@ -39,7 +39,7 @@ def cheap_spec(name: str, storage: str, n_trials: int, *, sampler: str = "random
         "name": name,
         "data": {"train": "unused.csv"},
         "search_space": SEARCH_SPACE,
-        "study": {"n_trials": n_trials, "storage": storage, "sampler": sampler, "pruner": "none",
+        "study": {"n_trials": n_trials, "storage": storage, "sampler": sampler, "pruner": "none", "baseline": False,
                   "heartbeat_interval": heartbeat, "grace_period": grace, "max_retries": max_retries},
     })
 

@@ -95,7 +95,10 @@ def tiny_test_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def tiny_spec_dict(tiny_model_dir: Path, tiny_csv: Path, tiny_test_csv: Path, tmp_path: Path) -> dict:
-    """A complete spec on the tiny model: 2 folds, 1 epoch, lr and frozen layers searched, SQLite in tmp_path."""
+    """A complete spec on the tiny model: 2 folds, 1 epoch, lr and frozen layers searched, SQLite in tmp_path.
+
+    No baseline trial (``study.baseline: false``): tests count and enqueue trials themselves; the baseline's
+    own tests (``test_baseline.py``) turn it on."""
     return {
         "name": "tiny",
         "data": {"train": str(tiny_csv), "test": str(tiny_test_csv)},
@@ -106,7 +109,7 @@ def tiny_spec_dict(tiny_model_dir: Path, tiny_csv: Path, tiny_test_csv: Path, tm
             "freeze.layers": {"int": [0, 2]},
         },
         "fixed": {"training.epochs": 1, "training.batch_size": 16},
-        "study": {"n_trials": 2, "storage": f"sqlite:///{tmp_path / 'hft.db'}", "pruner": "none"},
+        "study": {"n_trials": 2, "storage": f"sqlite:///{tmp_path / 'hft.db'}", "pruner": "none", "baseline": False},
         "device": "cpu",
         "cache_dir": str(tmp_path / "cache"),
     }

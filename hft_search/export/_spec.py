@@ -18,6 +18,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial
 
+from hft_search.baseline import find_baseline, lift_of, verdict
 from hft_search.exceptions import ExportError
 from hft_search.export._files import check_writable, write_text_atomic
 from hft_search.spec import StudySpec, spec_from_dict
@@ -76,7 +77,21 @@ def provenance(study: optuna.Study, trial: FrozenTrial, storage_url: str | None)
         "versions": attrs.get("versions"),
         "data_fingerprint": attrs.get("data_fingerprint", study.user_attrs.get("data_fingerprint")),
         "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **baseline_provenance(study, trial),
     }
+
+
+def baseline_provenance(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+    """The baseline trial, the exported trial's lift over it, and a plain warning (``lift_warning``) when the
+    exported trial is not significantly better than the baseline full fine-tune."""
+    baseline = find_baseline(study.get_trials(deepcopy=False))
+    lift = lift_of(trial)
+    warning = verdict(trial, baseline)
+    if warning:
+        logger.warning("%s", warning)
+    return {"baseline": None if baseline is None else {"trial": baseline.number, "value": baseline.values[0],
+                                                       "fold_scores": baseline.user_attrs.get("fold_scores")},
+            "lift": None if lift is None else lift.to_attr(), "lift_warning": warning}
 
 
 def export_spec(study: optuna.Study, trial_number: int | None = None, *,

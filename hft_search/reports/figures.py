@@ -28,6 +28,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from hft_search.baseline import find_baseline, lift_of, verdict
 from hft_search.reports.studies import metric_name, ranked_trials, score
 from hft_search.spec import SWITCHABLE_GROUPS
 
@@ -492,6 +493,21 @@ def _provenance_rows(study: optuna.Study, trial: FrozenTrial) -> list[tuple[str,
     return [(name, fmt(value)) for name, value in rows if value is not None]
 
 
+def _lift_rows(study: optuna.Study, best: FrozenTrial) -> list[tuple[str, str]]:
+    """The baseline trial and the best trial's lift over it (with the warning when it is not better)."""
+    baseline = find_baseline(study.get_trials(deepcopy=False))
+    if baseline is None:
+        return [("baseline", "none completed (no lift to show)")]
+    lift = lift_of(best)
+    rows = [("baseline", f"trial #{baseline.number}, {_score_text(baseline)}")]
+    if lift is not None:
+        rows.append(("lift over baseline", text(lift.text())))
+    warning = verdict(best, baseline)
+    if warning:
+        rows.append(("warning", text(warning)))
+    return rows
+
+
 def best_configuration(study: optuna.Study) -> Figure:
     """The best trial as a card: score ± std, fold scores, trainable %, every parameter, provenance."""
     ranked = _ranked(study)
@@ -514,6 +530,7 @@ def best_configuration(study: optuna.Study) -> Figure:
             else _percent(attrs.get("trainable_fraction")),
         ),
     ]
+    rows += _lift_rows(study, best)
     rows += [
         (text(name), fmt(value))
         for name, value in (

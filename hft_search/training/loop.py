@@ -35,7 +35,12 @@ from hft_search.strategies.distillation import DistillationLoss
 from hft_search.training.device import autocast, resolve_device
 from hft_search.training.importance import compute_importance
 from hft_search.training.metrics import check_metric, compute_metric
-from hft_search.training.optim import build_optimizer, linear_schedule, optimizer_state_bytes
+from hft_search.training.optim import (
+    build_optimizer,
+    effective_learning_rate,
+    linear_schedule,
+    optimizer_state_bytes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +65,7 @@ class FineTuneResult:
     model: nn.Module  # trained, best weights, eval mode, on CPU; LoRA merged when asked
     valid_probs: torch.Tensor | None  # softmax probabilities on `valid` from the best weights
     optimizer_state_bytes: int = 0
+    learning_rate: float = math.nan  # the peak rate it trained at (see optim.effective_learning_rate)
 
 
 class EarlyStopping:
@@ -147,12 +153,12 @@ class _Trainer:
     """Optimizer, schedule, masks and loss of one run; :meth:`epoch` trains one pass over the data."""
 
     def __init__(self, setup: Setup, training: TrainingConfig, device: torch.device, total_steps: int,
-                 teacher_logits: torch.Tensor | None) -> None:
+                 teacher_logits: torch.Tensor | None, learning_rate: float) -> None:
         self.model = setup.model.to(device)
         self.loss = setup.loss
         self.training = training
         self.device = device
-        self.optimizer, self.masks = build_optimizer(setup.network, setup.masks, training, device)
+        self.optimizer, self.masks = build_optimizer(setup.network, setup.masks, training, device, learning_rate)
         self.scheduler = linear_schedule(self.optimizer, total_steps, training.warmup_ratio)
         self.trained = [p for p in setup.network.parameters() if p.requires_grad]
         self.teacher = teacher_logits.to(device, torch.float32) if teacher_logits is not None else None
@@ -250,9 +256,11 @@ def fine_tune(
         if isinstance(setup.loss, DistillationLoss) and not setup.loss.needs_teacher:
             teacher_logits = None  # alpha = 0: the teacher term is off, its logits need no device copy
         total_steps = training.epochs * math.ceil(len(train) / training.batch_size)
-        trainer = _Trainer(setup, training, device, total_steps, teacher_logits)
+        trainable, total = setup.trainable_count(), setup.total_count()
+        # nothing trainable: build_optimizer raises the error that says so
+        learning_rate = effective_learning_rate(training, trainable / total) if trainable else training.learning_rate
+        trainer = _Trainer(setup, training, device, total_steps, teacher_logits, learning_rate)
         outcome = _train(trainer, setup, training, train, valid, metric, seed)
-    trainable, total = setup.trainable_count(), setup.total_count()
     peak_bytes = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
                   else trainer.memory_estimate_bytes())
     state_bytes = trainer.state_bytes()
@@ -263,7 +271,7 @@ def fine_tune(
         trainable_fraction=trainable / total, importance_cut=setup.importance_cut,
         train_time_s=outcome.seconds, peak_memory_mb=peak_bytes / 2**20,
         model=merge(model) if merge_lora else model, valid_probs=outcome.probs,
-        optimizer_state_bytes=state_bytes)
+        optimizer_state_bytes=state_bytes, learning_rate=learning_rate)
     del trainer, setup, model
     if device.type == "cuda":
         torch.cuda.empty_cache()

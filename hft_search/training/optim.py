@@ -17,6 +17,15 @@ could move its masked entries, and each is closed exactly:
    the step and with the step's learning rate, as AdamW does: it multiplies by a factor that is
    (1 − lr·λ) on kept entries and exactly 1.0 on masked ones, and x·1.0 = x bit for bit.
 
+Why the learning rate follows the trainable fraction (:func:`effective_learning_rate`). A configuration that
+trains few parameters (LoRA adapters, a frozen bottom, an importance cut) needs a larger rate than a full
+fine-tune: LoRA (Hu et al., 2021) and the PEFT recipes train adapters at 1e-4 to 2e-3 where RoBERTa/BERT full
+fine-tunes use 1e-5 to 5e-5, and BitFit (Ben Zaken et al., 2022) trains biases at 1e-4 to 1e-3 — 5 to 20 times
+more. One shared learning-rate range then wastes half a search on rates that cannot work for the sampled
+configuration. So the searched ``training.learning_rate`` means "the full fine-tune's rate", and a configuration
+that trains a fraction f of the parameters runs at ``learning_rate · min(max_lr_multiplier, 1/f)``: ×1 for a
+full fine-tune, ×2.5 at 40 % trained, ×10 (the default cap) at 10 % or less.
+
 Restoring masked entries from a saved copy after each step would be exact too, but needs a copy of every
 masked tensor; the method above costs one boolean mask per tensor. Frozen tensors (``requires_grad=False``)
 are simply not given to the optimizer.
@@ -76,11 +85,22 @@ class ElementMasks:
                 param.mul_(torch.where(masked, 1.0, factor).to(param.dtype))
 
 
+def effective_learning_rate(training: TrainingConfig, trainable_fraction: float) -> float:
+    """The peak rate a configuration trains at: ``learning_rate · min(max_lr_multiplier, 1 / fraction)``
+    (see the module docstring for why)."""
+    if not 0 < trainable_fraction <= 1:
+        raise ValueError(f"trainable_fraction must be in (0, 1], got {trainable_fraction}")
+    return training.learning_rate * min(training.max_lr_multiplier, 1.0 / trainable_fraction)
+
+
 def build_optimizer(network: nn.Module, masks: Mapping[str, torch.Tensor], training: TrainingConfig,
-                    device: torch.device) -> tuple[torch.optim.AdamW, ElementMasks]:
+                    device: torch.device, learning_rate: float | None = None
+                    ) -> tuple[torch.optim.AdamW, ElementMasks]:
     """AdamW over the trainable parameters of ``network`` (already on ``device``), and its element masks.
 
-    Groups: decayed, not decayed (biases, norms), and element-masked (decay applied by :class:`ElementMasks`).
+    ``learning_rate`` is the peak rate (None: ``training.learning_rate``; :func:`fine_tune` passes
+    :func:`effective_learning_rate`). Groups: decayed, not decayed (biases, norms), and element-masked (decay
+    applied by :class:`ElementMasks`).
     """
     skip_decay = no_decay_names(network)
     decay, plain = [], []
@@ -101,7 +121,8 @@ def build_optimizer(network: nn.Module, masks: Mapping[str, torch.Tensor], train
         groups.append({"params": element.params, "weight_decay": 0.0})
     if not groups:
         raise ValueError("no parameter is left to train: the strategies froze everything, head included")
-    optimizer = torch.optim.AdamW(groups, lr=training.learning_rate, eps=ADAM_EPS,
+    lr = training.learning_rate if learning_rate is None else learning_rate
+    optimizer = torch.optim.AdamW(groups, lr=lr, eps=ADAM_EPS,
                                   fused=device.type in FUSED_DEVICE_TYPES)
     if element.params:
         element.group = optimizer.param_groups[-1]

@@ -1,0 +1,117 @@
+"""What a new study tries first: the baseline, the user's own configurations, and an earlier study's best.
+
+Order of the enqueued trials: the baseline full fine-tune (:mod:`hft_search.baseline`; trial 0 unless
+``study.baseline: false``), then ``study.enqueue`` in the spec's order, then the ``study.warm_start.top``
+best COMPLETE trials of ``study.warm_start.study``. Enqueued trials are WAITING trials: any worker runs them
+before sampling anything new, and they count towards ``n_trials`` like every other trial.
+
+Why only the creator seeds: every worker opens the study, but only the one process whose
+``optuna.create_study(load_if_exists=False)`` succeeded created it (the others get ``DuplicatedStudyError``
+and load it), so the baseline is enqueued exactly once, and never again on resume. Enqueuing takes
+milliseconds; a worker that loads a study with no trials before it is seeded waits for the ``seeded`` study
+attribute (at most :data:`SEED_WAIT_S`), so that the baseline keeps number 0.
+
+Why knobs of a warm start are filtered: the earlier study may search another space. Knobs this spec does not
+search are dropped (the sampler or the spec's ``fixed`` decides them), values outside this spec's ranges are
+skipped with a warning (the sampler samples them instead), so a warm start never breaks a trial.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from hft_search.baseline import BASELINE_ATTR, baseline_params, is_baseline
+from hft_search.exceptions import StorageError
+from hft_search.spec import StudySpec, out_of_range
+from hft_search.storage import make_storage, mask_url
+
+logger = logging.getLogger(__name__)
+
+SEEDED_ATTR = "seeded"
+"""Study user attribute set once the creator has enqueued every seed trial."""
+ENQUEUED_ATTR = "enqueued"
+"""Trial user attribute saying where an enqueued trial came from (``user``, ``warm_start:STUDY#N``)."""
+SEED_WAIT_S = 10.0
+
+
+def filter_params(spec: StudySpec, params: dict[str, Any], source: str) -> dict[str, Any]:
+    """The knobs of ``params`` this spec searches, within its ranges; the rest dropped (out-of-range values
+    with a warning naming ``source``)."""
+    kept: dict[str, Any] = {}
+    for name, value in params.items():
+        dist = spec.search_space.get(name)
+        if dist is None:
+            logger.info("%s: %s is not searched by this spec; dropped", source, name)
+            continue
+        why = out_of_range(dist, value)
+        if why is not None:
+            logger.warning("%s: %s = %r skipped (%s); the sampler chooses it instead", source, name, value, why)
+            continue
+        kept[name] = value
+    return kept
+
+
+def warm_start_params(spec: StudySpec, default_storage: str) -> list[tuple[str, dict[str, Any]]]:
+    """The ``top`` best COMPLETE trials of the warm-start study as (source, filtered params), best first."""
+    warm = spec.study.warm_start
+    if warm is None:
+        return []
+    url = warm.storage or default_storage
+    try:
+        earlier = optuna.load_study(study_name=warm.study, storage=make_storage(url))
+    except KeyError:
+        raise StorageError(f"study.warm_start.study: no study {warm.study!r} in {mask_url(url)}; check the name "
+                           "and study.warm_start.storage") from None
+    if len(earlier.directions) > 1:
+        raise StorageError(f"study.warm_start.study: {warm.study!r} is multi-objective; warm-start from a "
+                           "single-objective study")
+    trials = [t for t in earlier.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if not (spec.study.baseline and is_baseline(t))]  # this study runs its own baseline
+    maximize = earlier.direction == optuna.study.StudyDirection.MAXIMIZE
+    trials.sort(key=lambda t: t.values[0], reverse=maximize)
+    picked = []
+    for trial in trials[:warm.top]:
+        source = f"warm_start:{warm.study}#{trial.number}"
+        picked.append((source, filter_params(spec, dict(trial.params), source)))
+    if len(picked) < warm.top:
+        logger.warning("study.warm_start: %r has only %d completed trial(s); enqueued them all",
+                       warm.study, len(picked))
+    return picked
+
+
+def seed_study(study: optuna.Study, spec: StudySpec, storage_url: str) -> int:
+    """Enqueue the baseline, the spec's configurations and the warm start into a study just created; returns
+    how many trials were enqueued. Call only from the process that created the study (module docstring)."""
+    count = 0
+    if spec.study.baseline and spec.study.sampler == "grid":
+        logger.info("study %s: no baseline trial, since the grid sampler runs only its own grid points",
+                    study.study_name)
+    elif spec.study.baseline:
+        study.enqueue_trial(baseline_params(spec), user_attrs={BASELINE_ATTR: True})
+        count += 1
+    seeds = [("user", dict(entry)) for entry in spec.study.enqueue]
+    seeds += warm_start_params(spec, storage_url)
+    for source, params in seeds:
+        if params:
+            study.enqueue_trial(params, user_attrs={ENQUEUED_ATTR: source}, skip_if_exists=True)
+            count += 1
+    study.set_user_attr(SEEDED_ATTR, True)
+    if count:
+        logger.info("study %s: enqueued %d trial(s)", study.study_name, count)
+    return count
+
+
+def wait_until_seeded(study: optuna.Study) -> None:
+    """Wait (at most :data:`SEED_WAIT_S`) until the creator of a new, empty study has enqueued its seeds."""
+    deadline = time.monotonic() + SEED_WAIT_S
+    while SEEDED_ATTR not in study.user_attrs and not study.get_trials(deepcopy=False):
+        if time.monotonic() > deadline:
+            logger.warning("study %s was created by another process that has not seeded it within %.0f s; "
+                           "going on without waiting", study.study_name, SEED_WAIT_S)
+            return
+        time.sleep(0.1)
