@@ -32,6 +32,8 @@ LIFT_ATTR = "lift"
 """Trial user attribute: :meth:`Lift.to_attr` of the trial against the baseline."""
 SIGNIFICANCE = 0.05
 """p-value below which a positive lift counts as better than the baseline."""
+ZERO_SPREAD = 1e-9
+"""Paired differences with less spread than this are equal up to rounding: the t-test is then undefined."""
 
 
 def midpoint(dist: Distribution) -> Any:
@@ -123,7 +125,7 @@ def compute_lift(scores: Sequence[float], baseline_scores: Sequence[float], base
     diffs = trial - base if maximize else base - trial
     std = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
     p_value = None
-    if len(diffs) > 1 and std > 0:
+    if len(diffs) > 1 and std > ZERO_SPREAD:
         p_value = float(stats.ttest_rel(trial, base).pvalue)
     return Lift(float(np.mean(diffs)), std, p_value, len(diffs), baseline_trial)
 

@@ -23,7 +23,7 @@ from hft_search.training import (
     teacher_config,
 )
 from hft_search.training.loop import EarlyStopping, set_dropout
-from hft_search.training.optim import build_optimizer, linear_schedule, no_decay_names
+from hft_search.training.optim import build_optimizer, effective_learning_rate, linear_schedule, no_decay_names
 
 pytest_plugins = ["engine_data"]
 flat = HybridConfig.from_flat
@@ -200,3 +200,19 @@ def test_devices_resolve_or_say_what_to_use() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(SpecError, match="device: cuda was asked for"):
             resolve_device("cuda")
+
+
+def test_learning_rate_follows_the_trainable_fraction(tiny_base: BaseModel, tiny_train: TokenizedSplit,
+                                                      device: str) -> None:
+    training = TrainingConfig(learning_rate=1e-3, max_lr_multiplier=10.0)
+    assert effective_learning_rate(training, 1.0) == pytest.approx(1e-3)
+    assert effective_learning_rate(training, 0.4) == pytest.approx(2.5e-3)
+    assert effective_learning_rate(training, 0.01) == pytest.approx(1e-2)  # capped at 10x
+    assert effective_learning_rate(training.model_copy(update={"max_lr_multiplier": 1.0}), 0.01) == 1e-3
+    full = fine_tune(tiny_base, flat({**FAST, "training.epochs": 1}), tiny_train, None, device=device)
+    frozen = fine_tune(tiny_base, flat({**FAST, "training.epochs": 1, "freeze.enabled": True, "freeze.layers": 2}),
+                       tiny_train, None, device=device)
+    assert full.learning_rate == FAST["training.learning_rate"]
+    assert frozen.learning_rate == pytest.approx(FAST["training.learning_rate"]
+                                                 * min(10.0, 1 / frozen.trainable_fraction))
+    assert frozen.learning_rate > full.learning_rate
