@@ -85,7 +85,6 @@ SUITE: dict[str, str | Script] = {
     "trial_overhead": "benchmarks.trial_overhead",
     "caching": "benchmarks.caching",
     "scaling": "benchmarks.scaling",
-    "search_efficiency": "benchmarks.search_efficiency",
     "search_quality": "benchmarks.search_quality",
     "engine": Script("benchmarks.engine", _engine_argv, _engine_targets),
     "storage": Script("benchmarks.storage", _storage_argv, _storage_targets),

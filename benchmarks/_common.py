@@ -36,9 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 SST2_DIR = ROOT.parent / "shared" / "datasets" / "sst2"
 """GLUE SST-2 (``text``, ``label`` tsv), referenced as ``../shared/datasets/sst2/`` from the repository."""
-PRESETS = ("full", "quick", "smoke")
+PRESETS = ("full", "quick", "smoke", "cpu", "gpu")
 """``full``: the published figures (the whole suite < 1 h on 2 idle cores); ``quick``: every benchmark in a few
-minutes; ``smoke``: the smallest sizes that still run every code path (CI, with a tiny model)."""
+minutes; ``smoke``: the smallest sizes that still run every code path (CI, with a tiny model). ``cpu`` and
+``gpu``: one benchmark's own sizes for that machine, where it has them (``search_quality``)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class Context:
     postgres: str | None
 
     def sizes(self, presets: Mapping[str, Any]) -> Any:
+        if self.preset not in presets:
+            raise SystemExit(f"this benchmark has no {self.preset!r} sizes; choose one of {', '.join(presets)}")
         return presets[self.preset]
 
     def folder(self, name: str) -> Path:

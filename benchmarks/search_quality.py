@@ -1,129 +1,258 @@
-"""Search quality (issue 5): does the best hybrid configuration match a standard full fine-tune while
-training at most 20 % of the parameters?
+"""Search quality (issue 13): does the recommended search find a configuration better than the one users would
+run by hand, and how fast?
 
-On SST-2 with the packaged MiniLM (full sizes: 2,000 training sentences, 3 folds, the whole dev split of 872):
+On SST-2 with the packaged MiniLM, every method gets the same budget in **fold-epochs** (epochs trained summed
+over folds; see :mod:`benchmarks._anytime`), on the same folds and training seeds, for each sampler seed:
 
-(a) **full fine-tune** — the standard recipe: every parameter, learning rate 5e-5, 3 epochs;
-(b) **hybrid** — a TPE study with a fixed trial budget over frozen blocks (the embeddings always frozen),
-    a tensor-granularity importance mask keeping the top 5-20 % of what is left, optional LoRA adapters, and
-    the learning rate. Its best trial is exported (``export_spec``) and fitted by ``train_final``, the same
-    code path as ``hft-search export`` + ``hft-search train``.
+(a) ``tuned_full`` — the tuned full fine-tune: a learning-rate-only TPE search of plain full fine-tuning;
+(b) ``random`` — random search over the hybrid space;
+(c) ``tpe`` — TPE over the hybrid space, no pruning;
+(d) ``recommended`` — the default: TPE + multi-fidelity pruning (:data:`RECOMMENDED_PRUNER`) + baseline anchor.
 
-Both are trained on the same training sentences and scored on the dev split; accuracy, trainable fraction
-and wall time are reported side by side. To fit the suite's hour on two cores the search trains 1 epoch per
-fold; the exported configuration is then fitted with the standard recipe's number of epochs, so that the two
-final models differ by their hybrid knobs, not by how long they trained.
+``random_fixed_lr`` is (b) with ``training.max_lr_multiplier: 1`` (every configuration at the searched rate,
+as before issue 13): at the same seed it samples the same configurations, so the trials that end at the
+majority class with and without learning-rate scaling are a paired before/after.
+
+Per method and seed: best CV score, the best trial exported (``export_spec``) and fitted by ``train_final`` on
+all training rows (same epochs as the search: no protocol change between search and final fit) and scored on
+the dev split, its trainable fraction, wall times, and the anytime curve (JSON and ``search_quality_<preset>.html``).
+Then the warm start (part 2): (d) on a second task (the project's reviews, ``studies/data/reviews.csv``) cold,
+and warm-started from the top 3 configurations of the SST-2 study of (d) at seed 0.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import Context, bench_spec, check, trial_seconds
+import numpy as np
+
+from benchmarks import _anytime as anytime
+from benchmarks._common import ROOT, Context, bench_spec, check
+from hft_search.caching import Cache
+from hft_search.data import load_data
 from hft_search.export import export_spec, train_final
-from hft_search.models import load_config, num_layers_in_config
+from hft_search.models import load_base, load_config, num_layers_in_config
+from hft_search.objective import CVObjective
 from hft_search.spec import StudySpec
-from hft_search.study import run_study
+from hft_search.study import open_study
+from hft_search.workers import counted_trials, counts, optimize
+
+RECOMMENDED_PRUNER = "median"
+"""(d)'s pruner: ``hyperband`` (resource: fold-epochs) once issue 13's part 3 is merged; ``median`` until then."""
+SECOND_TASK = ROOT / "studies" / "data" / "reviews.csv"
+
+
+@dataclass(frozen=True)
+class Method:
+    space: str  # "lr": learning rate only, full fine-tune; "hybrid": the hybrid space
+    sampler: str
+    pruner: str
+    baseline: bool
+    max_lr_multiplier: float = 10.0
+
+
+METHODS = {
+    "tuned_full": Method("lr", "tpe", "none", baseline=False),
+    "random": Method("hybrid", "random", "none", baseline=False),
+    "random_fixed_lr": Method("hybrid", "random", "none", baseline=False, max_lr_multiplier=1.0),
+    "tpe": Method("hybrid", "tpe", "none", baseline=False),
+    "recommended": Method("hybrid", "tpe", RECOMMENDED_PRUNER, baseline=True),
+}
 
 
 @dataclass(frozen=True)
 class Sizes:
     rows: int
-    dev_rows: int | None  # None: the whole dev split
+    dev_rows: int | None  # None: the whole dev split (872 rows)
     folds: int
     max_length: int
-    search_epochs: int
-    final_epochs: int  # of both final fits (the standard recipe's 3 in full)
+    epochs: int  # per fold in the search, and of the final fit
     batch_size: int
-    n_trials: int
+    budget_fold_epochs: int  # per method and seed
+    seeds: tuple[int, ...]
+    warm_rows: int  # rows of the second task
+    warm_budget_fold_epochs: int  # 0: no warm-start measurement
+    device: str = "cpu"
 
 
+CPU = Sizes(rows=800, dev_rows=None, folds=3, max_length=48, epochs=2, batch_size=32, budget_fold_epochs=30,
+            seeds=(0, 1, 2), warm_rows=480, warm_budget_fold_epochs=18)
 SIZES = {
-    "full": Sizes(rows=2000, dev_rows=None, folds=3, max_length=64, search_epochs=1, final_epochs=3,
-                  batch_size=32, n_trials=8),
-    "quick": Sizes(rows=300, dev_rows=200, folds=3, max_length=32, search_epochs=1, final_epochs=1,
-                   batch_size=32, n_trials=3),
-    "smoke": Sizes(rows=60, dev_rows=None, folds=2, max_length=16, search_epochs=1, final_epochs=1,
-                   batch_size=16, n_trials=2),
+    "full": CPU,  # the suite's published sizes: the 2-core CPU hour
+    "cpu": CPU,
+    "gpu": Sizes(rows=2000, dev_rows=None, folds=3, max_length=64, epochs=3, batch_size=32, budget_fold_epochs=90,
+                 seeds=(0, 1, 2), warm_rows=640, warm_budget_fold_epochs=45, device="auto"),
+    "quick": Sizes(rows=300, dev_rows=200, folds=3, max_length=32, epochs=1, batch_size=32, budget_fold_epochs=9,
+                   seeds=(0, 1, 2), warm_rows=200, warm_budget_fold_epochs=6),
+    "smoke": Sizes(rows=60, dev_rows=None, folds=2, max_length=16, epochs=1, batch_size=16, budget_fold_epochs=4,
+                   seeds=(0,), warm_rows=60, warm_budget_fold_epochs=2),
 }
-FULL_LEARNING_RATE = 5e-5
 MAX_TRAINABLE_FRACTION = 0.20
+BASELINE_LEARNS = 0.78
 
 
-def search_space(num_layers: int) -> dict[str, Any]:
-    """Every configuration of this space trains at most ~11 % of MiniLM (embeddings frozen, q ≥ 0.8)."""
-    return {
-        "training.learning_rate": {"float": [5e-5, 2e-3], "log": True},
-        "freeze.layers": {"int": [0, num_layers - 2]},
-        "importance.threshold": {"float": [0.8, 0.95]},
-        "lora.enabled": {"categorical": [True, False]},
-        "lora.r": {"int": [4, 16], "log": True},
-    }
+def search_space(method: Method, num_layers: int) -> dict[str, Any]:
+    """(a): the learning rate alone. Hybrid: the embeddings always frozen plus at least 2 blocks, LoRA on the
+    frozen blocks, an importance cut; the rate range is a full fine-tune's, scaled per configuration by
+    ``training.max_lr_multiplier``. Distillation is left out: its per-fold teacher costs a full fine-tune."""
+    lr = {"training.learning_rate": {"float": [1e-5, 1e-3], "log": True}}
+    if method.space == "lr":
+        return lr
+    return {**lr, "freeze.layers": {"int": [2, num_layers]},
+            "lora.enabled": {"categorical": [True, False]}, "lora.r": {"int": [4, 16], "log": True},
+            "importance.enabled": {"categorical": [True, False]}, "importance.threshold": {"float": [0.5, 0.9]}}
+
+
+class Bench:
+    """One run of the benchmark: sizes, scratch folder, shared data, model and cache."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.sizes: Sizes = ctx.sizes(SIZES)
+        self.folder = ctx.folder("search_quality")
+        self.num_layers = num_layers_in_config(load_config(ctx.model))
+        self.cache = Cache(self.folder / "cache")  # tokens and importance scores shared by every study
+        self.shared: dict[str, Any] = {}
+
+    def spec(self, name: str, method: Method, seed: int, *, train: Path | None = None, rows: int | None = None,
+             warm_start: dict[str, Any] | None = None) -> StudySpec:
+        sizes = self.sizes
+        per_trial = sizes.folds * sizes.epochs
+        study = {"sampler": method.sampler, "pruner": method.pruner, "baseline": method.baseline, "seed": seed,
+                 "n_trials": max(2, sizes.budget_fold_epochs // per_trial)}  # sizes TPE's random start-up
+        if warm_start:
+            study["warm_start"] = warm_start
+        ctx = self.ctx if train is None else replace(self.ctx, train=train)
+        return bench_spec(ctx, name, self.folder, rows=rows or sizes.rows, max_length=sizes.max_length,
+                          folds=sizes.folds, search_space=search_space(method, self.num_layers),
+                          fixed={"training.epochs": sizes.epochs, "training.batch_size": sizes.batch_size,
+                                 "training.max_lr_multiplier": method.max_lr_multiplier},
+                          study=study, device=sizes.device, test=train is None, test_rows=sizes.dev_rows)
+
+    def objective(self, spec: StudySpec) -> CVObjective:
+        key = spec.data.train or ""
+        if key not in self.shared:
+            data = load_data(spec.data)
+            self.shared[key] = (data, load_base(spec.model.name, data.label_names))
+        data, base = self.shared[key]
+        return CVObjective(spec, cache=self.cache, data=data, base=base)
+
+    def search(self, spec: StudySpec, budget: int) -> dict[str, Any]:
+        """Run trials one at a time until ``budget`` fold-epochs are spent; the study and its measurements."""
+        objective = self.objective(spec)
+        study = open_study(spec)
+        start, origin, spent = time.perf_counter(), time.time(), 0
+        while spent < budget:
+            optimize(study, objective, counted_trials(study) + 1, max_retries=0)
+            spent = sum(anytime.fold_epochs(t, self.sizes.epochs) for t in study.get_trials(deepcopy=False)
+                        if counts(t))
+        labels = objective.data.train.labels
+        points = anytime.curve(study, origin, self.sizes.epochs)
+        return {"study": study, "wall_s": time.perf_counter() - start, "fold_epochs": spent,
+                "best_cv": points[-1]["best_so_far"], "trials": len(points),
+                "pruned": sum(p["state"] == "PRUNED" for p in points),
+                "majority_trials": anytime.majority_trials(study, float(np.bincount(labels).max() / len(labels))),
+                "curve": points}
+
+    def final_fit(self, run: dict[str, Any], spec: StudySpec) -> dict[str, Any]:
+        """Export the best trial and fit it by ``train_final`` (the ``export`` + ``train`` path) on the dev split."""
+        best = export_spec(run["study"], storage_url=spec.study.storage)
+        output = self.folder / f"{spec.name}-model"
+        start = time.perf_counter()
+        meta = train_final(best, output).metadata
+        shutil.rmtree(output, ignore_errors=True)
+        return {"dev_accuracy": meta["metrics"]["accuracy"], "dev_rows": meta["metrics"]["rows"],
+                "trainable_fraction": meta["training"]["trainable_fraction"],
+                "final_fit_s": time.perf_counter() - start,
+                "best_trial": best.provenance["trial"], "config": best.fixed, "lift": best.provenance.get("lift"),
+                "lift_warning": best.provenance.get("lift_warning")}
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    sizes = ctx.sizes(SIZES)
-    folder = ctx.folder("search_quality")
-    print(f"search quality: {sizes.rows} training rows, dev {sizes.dev_rows or 'all'} rows, {sizes.folds} folds, "
-          f"max_length {sizes.max_length}, batch {sizes.batch_size}; search: {sizes.n_trials} trials of "
-          f"{sizes.search_epochs} epoch(s); final fits: {sizes.final_epochs} epoch(s)", flush=True)
+    bench = Bench(ctx)
+    sizes = bench.sizes
+    print(f"search quality: {sizes.rows} SST-2 rows, {sizes.folds} folds, max_length {sizes.max_length}, "
+          f"{sizes.epochs} epoch(s) per fold, budget {sizes.budget_fold_epochs} fold-epochs per method, seeds "
+          f"{list(sizes.seeds)}; dev {sizes.dev_rows or 'all'} rows", flush=True)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in METHODS}
+    for index, seed in enumerate(sizes.seeds):
+        order = list(METHODS) if index % 2 == 0 else list(reversed(METHODS))  # no method always runs warm
+        for name in order:
+            spec = bench.spec(f"sq-{name}-{seed}", METHODS[name], seed)
+            run_ = bench.search(spec, sizes.budget_fold_epochs)
+            run_.update(bench.final_fit(run_, spec), seed=seed)
+            del run_["study"]
+            runs[name].append(run_)
+            print(f"  seed {seed} {name}: best CV {run_['best_cv']:.4f} in {run_['wall_s']:.0f} s "
+                  f"({run_['trials']} trials, {run_['pruned']} pruned, {run_['majority_trials']} at the majority "
+                  f"class); dev {run_['dev_accuracy']:.4f} training {run_['trainable_fraction']:.1%}", flush=True)
+    summary = {name: summarize(seeds) for name, seeds in runs.items()}
+    warm = warm_start(bench) if sizes.warm_budget_fold_epochs else {"skipped": "no warm-start budget at these sizes"}
+    figure = anytime.figure(runs, f"Search quality on SST-2 ({ctx.preset} sizes): best CV so far",
+                            ctx.results_dir / f"search_quality_{ctx.preset}.html")
+    return {"sizes": sizes, "budget_unit": "fold-epochs", "methods": METHODS, "recommended_pruner": RECOMMENDED_PRUNER,
+            "search_spaces": {m.space: search_space(m, bench.num_layers) for m in METHODS.values()},
+            "runs": runs, "median": summary, "warm_start": warm, "figure": figure.name,
+            "separation": separation(runs), "targets": targets(runs)}
 
-    def spec(name: str, **kwargs: Any) -> StudySpec:
-        return bench_spec(ctx, name, folder, rows=sizes.rows, max_length=sizes.max_length, folds=sizes.folds,
-                          test=True, test_rows=sizes.dev_rows, **kwargs)
 
-    full_spec = spec("quality-full", fixed={"training.learning_rate": FULL_LEARNING_RATE,
-                                            "training.epochs": sizes.final_epochs,
-                                            "training.batch_size": sizes.batch_size})
-    full = final_fit(full_spec, folder / "full-model")
-    print(f"  full fine-tune: accuracy {full['accuracy']:.4f}, trains {full['trainable_fraction']:.1%}, "
-          f"{full['wall_s']:.0f} s", flush=True)
+def summarize(seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("best_cv", "dev_accuracy", "trainable_fraction", "wall_s", "trials", "majority_trials")
+    return {key: float(np.median([s[key] for s in seeds])) for key in keys}
 
-    space = search_space(num_layers_in_config(load_config(ctx.model)))
-    fixed = {"importance.enabled": True, "importance.granularity": "tensor",
-             "training.epochs": sizes.search_epochs, "training.batch_size": sizes.batch_size}
-    search_spec = spec("quality-hybrid", search_space=space, fixed=fixed,
-                       study={"sampler": "tpe", "pruner": "median", "n_trials": sizes.n_trials, "seed": 0})
-    start = time.perf_counter()
-    study = run_study(search_spec)
-    search_s = time.perf_counter() - start
-    best = export_spec(study, storage_url=search_spec.study.storage)
-    print(f"  hybrid search: {sizes.n_trials} trials in {search_s:.0f} s; best trial {best.provenance['trial']}: "
-          f"CV accuracy {best.provenance['value']:.4f}", flush=True)
-    hybrid = final_fit(best.model_copy(update={"fixed": {**best.fixed, "training.epochs": sizes.final_epochs}}),
-                       folder / "hybrid-model")
-    print(f"  hybrid: accuracy {hybrid['accuracy']:.4f}, trains {hybrid['trainable_fraction']:.1%}, "
-          f"final fit {hybrid['wall_s']:.0f} s (+ {search_s:.0f} s of search)", flush=True)
 
-    timing = (f"full fine-tune {full['accuracy']:.4f} in {full['wall_s']:.0f} s; hybrid {hybrid['accuracy']:.4f} "
-              f"in {hybrid['wall_s']:.0f} s + {search_s:.0f} s of search")
-    targets = [
-        check("hybrid - full fine-tune dev accuracy", hybrid["accuracy"] - full["accuracy"], 0.0, at_most=False,
-              detail=timing),
-        check("hybrid trainable fraction", hybrid["trainable_fraction"], MAX_TRAINABLE_FRACTION,
-              detail=f"full fine-tune trains {full['trainable_fraction']:.0%}"),
+def separation(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Whether (d) and (a) differ on dev accuracy by more than the spread between seeds."""
+    d, a = ([s["dev_accuracy"] for s in runs[name]] for name in ("recommended", "tuned_full"))
+    gap = float(np.median(d) - np.median(a))
+    spread = float(max(np.ptp(d), np.ptp(a)))
+    return {"dev_gap_recommended_minus_tuned_full": gap, "largest_seed_spread": spread,
+            "separated": abs(gap) > spread, "note": "the methods are separated beyond the spread between seeds"
+            if abs(gap) > spread else "NOT separated: the gap is within the spread between seeds at these sizes"}
+
+
+def targets(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    d, a, b = runs["recommended"], runs["tuned_full"], runs["random"]
+    shares = [anytime.share_to_reach(ours["curve"], theirs["curve"]) for ours, theirs in zip(d, b, strict=True)]
+    median_share = anytime.median(shares)
+    dev_gap = float(np.median([x["dev_accuracy"] - y["dev_accuracy"] for x, y in zip(d, a, strict=True)]))
+    fixed, scaled = runs["random_fixed_lr"], runs["random"]
+    return [
+        check("(d) recommended - (a) tuned full fine-tune, dev accuracy (median over seeds)", dev_gap, 0.0,
+              at_most=False, detail=", ".join(f"{x['dev_accuracy']:.4f} vs {y['dev_accuracy']:.4f}"
+                                              for x, y in zip(d, a, strict=True))),
+        check("(d) recommended trainable fraction of the export (median)",
+              float(np.median([x["trainable_fraction"] for x in d])), MAX_TRAINABLE_FRACTION),
+        check("(d) wall time to (b) random's final best CV / (b)'s wall time (median)", median_share, 0.5,
+              detail=", ".join("not reached" if s is None else f"{s:.2f}" for s in shares)),
+        check("(a) tuned full fine-tune dev accuracy (the baseline learns)",
+              float(np.median([y["dev_accuracy"] for y in a])), BASELINE_LEARNS, at_most=False),
+        check("trials at the majority class with learning-rate scaling - without (random search, paired seeds)",
+              float(sum(x["majority_trials"] for x in scaled) - sum(x["majority_trials"] for x in fixed)), 0.0,
+              detail=f"with {sum(x['majority_trials'] for x in scaled)} of {sum(x['trials'] for x in scaled)}, "
+              f"without {sum(x['majority_trials'] for x in fixed)} of {sum(x['trials'] for x in fixed)}"),
     ]
-    return {"sizes": sizes, "full_fine_tune": full, "hybrid": {**hybrid, "search_s": search_s,
-                                                                 "config": best.fixed, "cv": best.provenance},
-            "search_space": space, "search_fixed": fixed, "trials": trial_table(study), "targets": targets}
 
 
-def final_fit(spec: StudySpec, output: Path) -> dict[str, Any]:
-    """``train_final`` on all training rows, scored on the dev split: accuracy, trainable fraction, times."""
-    start = time.perf_counter()
-    trained = train_final(spec, output)
-    wall = time.perf_counter() - start
-    meta = trained.metadata
-    return {"accuracy": meta["metrics"]["accuracy"], "f1_macro": meta["metrics"]["f1_macro"],
-            "dev_rows": meta["metrics"]["rows"], "trainable_fraction": meta["training"]["trainable_fraction"],
-            "trainable_params": meta["training"]["trainable_params"], "total_params": meta["training"]["total_params"],
-            "epochs": meta["training"]["epochs"], "train_time_s": meta["training"]["train_time_s"], "wall_s": wall}
-
-
-def trial_table(study: Any) -> list[dict[str, Any]]:
-    return [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-             "trainable_fraction": t.user_attrs.get("trainable_fraction"), "seconds": trial_seconds(t)}
-            for t in study.get_trials(deepcopy=False)]
+def warm_start(bench: Bench) -> dict[str, Any]:
+    """(d) on the second task, cold and warm-started from (d)'s SST-2 study at the first seed, same budget."""
+    sizes, seed = bench.sizes, bench.sizes.seeds[0]
+    method = METHODS["recommended"]
+    source = {"study": f"sq-recommended-{seed}", "storage": f"sqlite:///{bench.folder / 'studies.db'}", "top": 3}
+    result = {}
+    for label, warm in (("cold", None), ("warm", source)):
+        spec = bench.spec(f"sq-second-task-{label}", method, seed, train=SECOND_TASK, rows=sizes.warm_rows,
+                          warm_start=warm)
+        run_ = bench.search(spec, sizes.warm_budget_fold_epochs)
+        del run_["study"]
+        result[label] = run_
+        print(f"  second task, {label}: best CV {run_['best_cv']:.4f} in {run_['wall_s']:.0f} s "
+              f"({run_['trials']} trials)", flush=True)
+    result["warm_minus_cold_best_cv"] = result["warm"]["best_cv"] - result["cold"]["best_cv"]
+    result["warm_time_to_cold_best_share"] = anytime.share_to_reach(result["warm"]["curve"], result["cold"]["curve"])
+    result["task"] = {"train": SECOND_TASK.name, "rows": sizes.warm_rows, "source_study": source["study"]}
+    return result
