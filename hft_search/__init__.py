@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "CVObjective": "objective", "suggest_config": "objective",
     "open_study": "study", "run_study": "study", "load_study": "study", "optimize": "study", "run_worker": "study",
     "resolve_storage_url": "storage", "make_storage": "storage", "mask_url": "storage",
+    "Lift": "baseline", "compute_lift": "baseline", "baseline_config": "baseline",
     # views
     "validate": "summary", "trials_table": "summary", "best_summary": "summary", "describe_best": "summary",
     # export, train, predict
@@ -44,6 +45,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from hft_search.baseline import Lift, baseline_config, compute_lift
     from hft_search.data import load_data
     from hft_search.exceptions import (
         DataError,
