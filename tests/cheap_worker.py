@@ -34,12 +34,12 @@ STARTED = "started"
 
 
 def cheap_spec(name: str, storage: str, n_trials: int, *, sampler: str = "random", heartbeat: int = 60,
-               grace: int | None = None, max_retries: int = 3) -> StudySpec:
+               grace: int | None = None, max_retries: int = 3, baseline: bool = False) -> StudySpec:
     return spec_from_dict({
         "name": name,
         "data": {"train": "unused.csv"},
         "search_space": SEARCH_SPACE,
-        "study": {"n_trials": n_trials, "storage": storage, "sampler": sampler, "pruner": "none", "baseline": False,
+        "study": {"n_trials": n_trials, "storage": storage, "sampler": sampler, "pruner": "none", "baseline": baseline,
                   "heartbeat_interval": heartbeat, "grace_period": grace, "max_retries": max_retries},
     })
 
@@ -78,12 +78,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--heartbeat", type=int, default=60)
     parser.add_argument("--grace", type=int)
     parser.add_argument("--max-retries", type=int, default=3)
+    parser.add_argument("--baseline", action="store_true", help="enqueue the baseline trial (study.baseline)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     install_log_masking()
     spec = cheap_spec(args.study, args.storage, args.n_trials, sampler=args.sampler, heartbeat=args.heartbeat,
-                      grace=args.grace, max_retries=args.max_retries)
+                      grace=args.grace, max_retries=args.max_retries, baseline=args.baseline)
     try:
         run_worker(spec, objective=CheapObjective(args.sleep))
     except KeyboardInterrupt:

@@ -69,9 +69,11 @@ class Worker:
     """A ``tests/cheap_worker.py`` process. Its output goes to a file: a pipe nobody reads could fill up and
     block it."""
 
-    def __init__(self, url: str, name: str, n_trials: int, *, sleep: float = 0.0, sampler: str = "random") -> None:
+    def __init__(self, url: str, name: str, n_trials: int, *, sleep: float = 0.0, sampler: str = "random",
+                 baseline: bool = False) -> None:
         command = [sys.executable, str(WORKER), url, name, str(n_trials), "--sleep", str(sleep),
-                   "--sampler", sampler, "--heartbeat", str(HEARTBEAT_S), "--grace", str(GRACE_S)]
+                   "--sampler", sampler, "--heartbeat", str(HEARTBEAT_S), "--grace", str(GRACE_S),
+                   *(["--baseline"] if baseline else [])]
         self.log = tempfile.TemporaryFile("w+")
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, text=True)
         self.pid = self.process.pid
@@ -152,6 +154,18 @@ def test_four_workers_finish_exactly_n_trials_of_a_grid(storage_url: str, study_
     complete = [params(t) for t in trials if t.state == TrialState.COMPLETE]
     assert len(set(complete)) == n_trials, "a grid point ran twice"
     assert all(t.user_attrs.get(SURPLUS_ATTR) for t in trials if t.state == TrialState.FAIL), "a trial was lost"
+
+
+def test_four_workers_racing_to_create_a_study_enqueue_one_baseline_as_trial_zero(storage_url: str,
+                                                                                   study_name: str):
+    workers = [Worker(storage_url, study_name, 6, sleep=0.05, baseline=True) for _ in range(4)]
+
+    codes = finish(workers)
+
+    trials = trials_of(storage_url, study_name)
+    assert codes == [0] * 4, output(workers)
+    assert_exactly(trials, 6)
+    assert [t.number for t in trials if t.user_attrs.get("baseline")] == [0], output(workers)
 
 
 def test_killed_worker_trial_is_retried(storage_url: str, study_name: str):
