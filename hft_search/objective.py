@@ -12,6 +12,9 @@ Flow of a trial (:meth:`CVObjective.__call__`):
    trial between folds. The value is the mean fold score; provenance goes into the trial's user attributes
    (see ``docs/user_attrs.md``).
 
+The baseline trial (:mod:`hft_search.baseline`, enqueued as trial 0) runs the plain full fine-tune instead of
+a sampled configuration; every other trial records its ``lift`` over it once the baseline has completed.
+
 Every trial uses the same seeds (derived from ``cv.seed`` and the fold), i.e. common random numbers: two
 trials differ by their configuration, not by their luck, which makes their comparison (and pruning) sharper.
 
@@ -38,6 +41,7 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
+from optuna.trial import TrialState
 from sklearn.model_selection import StratifiedKFold
 
 from hft_search.baseline import BASELINE_ATTR, LIFT_ATTR, baseline_config, baseline_params, compute_lift, find_baseline
@@ -117,8 +121,6 @@ def record_lift(trial: optuna.Trial, scores: list[float]) -> None:
     the baseline itself or while the baseline has not completed."""
     if trial.user_attrs.get(BASELINE_ATTR):
         return
-    from optuna.trial import TrialState
-
     baseline = find_baseline(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if baseline is None:
         return
