@@ -135,6 +135,16 @@ def lift_of(trial: FrozenTrial) -> Lift | None:
     return Lift.from_attr(trial.user_attrs.get(LIFT_ATTR))
 
 
+def lift_label(trial: FrozenTrial) -> str:
+    """A table cell: ``baseline`` for the baseline trial, ``+0.0123 (p 0.031)`` for a trial with a lift, else ``-``."""
+    if is_baseline(trial):
+        return "baseline"
+    lift = lift_of(trial)
+    if lift is None:
+        return "-"
+    return f"{lift.mean:+.4f}" + ("" if lift.p_value is None else f" (p {lift.p_value:.2g})")
+
+
 def verdict(trial: FrozenTrial, baseline: FrozenTrial | None) -> str | None:
     """A plain warning when ``trial`` is not shown to be better than the baseline; None when it is."""
     if baseline is None:

@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hft_search.baseline import find_baseline, is_baseline, lift_of, verdict
+from hft_search.baseline import find_baseline, lift_label, lift_of, verdict
 from hft_search.exceptions import StorageError
 from hft_search.spec import StudySpec, check_against_layers, load_spec
 
@@ -41,16 +41,6 @@ def _value(trial: FrozenTrial) -> str:
     return " / ".join([head, *(f"{v:.4g}" for v in trial.values[1:])])
 
 
-def lift_cell(trial: FrozenTrial) -> str:
-    """``baseline`` for the baseline trial, ``+0.0123 (p 0.031)`` for a trial with a lift, else ``-``."""
-    if is_baseline(trial):
-        return "baseline"
-    lift = lift_of(trial)
-    if lift is None:
-        return "-"
-    return f"{lift.mean:+.4f}" + ("" if lift.p_value is None else f" (p {lift.p_value:.2g})")
-
-
 def trials_table(study: optuna.Study) -> str:
     """One line per trial: number, state, value ± std, lift over the baseline, trainable %, key params,
     failure reason."""
@@ -59,7 +49,7 @@ def trials_table(study: optuna.Study) -> str:
         fraction = trial.user_attrs.get("trainable_fraction")
         params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items()
                           if k in _KEY_PARAMS or k.endswith(".enabled"))
-        rows.append((str(trial.number), trial.state.name, _value(trial), lift_cell(trial),
+        rows.append((str(trial.number), trial.state.name, _value(trial), lift_label(trial),
                      f"{100 * fraction:.1f}" if isinstance(fraction, float) else "-", params,
                      trial.user_attrs.get("fail_reason", "")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]

@@ -233,3 +233,15 @@ def test_export_of_a_study_whose_best_is_the_baseline(tiny_spec_dict: dict) -> N
 def test_no_warning_when_the_lift_is_significant(tiny_spec_dict: dict) -> None:
     study = study_with_scores(tiny_spec_dict, [0.70, 0.72], [0.80, 0.83])
     assert export_spec(study).provenance["lift_warning"] is None
+
+
+def test_report_shows_the_baseline_and_the_lift(tiny_spec_dict: dict) -> None:
+    from hft_search.reports import figures
+
+    study = study_with_scores(tiny_spec_dict, [0.80, 0.78], [0.79, 0.81])
+    card = figures.best_configuration(study).data[0].cells.values
+    rows = dict(zip(card[0], card[1], strict=True))
+    assert rows["baseline"].startswith("trial #0") and rows["lift over baseline"].startswith("+0.0100 ± ")
+    assert "is not significantly better than the baseline" in rows["warning"]
+    lift_column = figures.trials_table(study).data[0].cells.values[3]
+    assert lift_column[0] == "baseline" and lift_column[1].startswith("+0.0100 (p ")

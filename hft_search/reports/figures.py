@@ -28,7 +28,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hft_search.baseline import find_baseline, lift_of, verdict
+from hft_search.baseline import find_baseline, lift_label, lift_of, verdict
 from hft_search.reports.studies import metric_name, ranked_trials, score
 from hft_search.spec import SWITCHABLE_GROUPS
 
@@ -546,17 +546,19 @@ def best_configuration(study: optuna.Study) -> Figure:
 
 
 def trials_table(study: optuna.Study) -> Figure:
-    """Every trial with its state, score, trainable %, duration, parameters and, for failures, the reason."""
+    """Every trial with its state, score, lift over the baseline, trainable %, duration, parameters and, for
+    failures, the reason."""
     trials = study.get_trials(deepcopy=False)
     title = "Trials"
     if not trials:
         return message_figure(title, "This study has no trial yet.")
-    header = ["trial", "state", _metric(study), "folds", "trainable", "time (s)", "parameters", "reason"]
+    header = ["trial", "state", _metric(study), "lift", "folds", "trainable", "time (s)", "parameters", "reason"]
     rows = [
         (
             str(trial.number),
             trial.state.name,
             _score_text(trial) if trial.state == TrialState.COMPLETE else "—",
+            text(lift_label(trial)),
             str(len(trial.user_attrs.get("fold_scores") or trial.intermediate_values)),
             _percent(trial.user_attrs.get("trainable_fraction")),
             f"{trial.duration.total_seconds():.1f}" if trial.duration else "—",
@@ -565,7 +567,7 @@ def trials_table(study: optuna.Study) -> Figure:
         )
         for trial in trials
     ]
-    return _table(f"{title} ({len(trials)})", header, list(zip(*rows, strict=True)), [1, 2, 3, 1, 2, 1, 6, 4])
+    return _table(f"{title} ({len(trials)})", header, list(zip(*rows, strict=True)), [1, 2, 3, 2, 1, 2, 1, 6, 4])
 
 
 # ------------------------------------------------------------------------------------------------------------
