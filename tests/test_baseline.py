@@ -192,9 +192,10 @@ def test_warm_start_from_a_missing_study_leaves_no_study(tiny_spec_dict: dict, t
 # -- export says when the best is not better ----------------------------------------------------------------
 
 
-def study_with_scores(tiny_spec_dict: dict, baseline_folds: list[float], other_folds: list[float]) -> optuna.Study:
+def study_with_scores(tiny_spec_dict: dict, baseline_folds: list[float], other_folds: list[float],
+                      **study: object) -> optuna.Study:
     """A stored study whose baseline and one other trial have the given fold scores (no fine-tune needed)."""
-    spec = spec_of(tiny_spec_dict, n_trials=2)
+    spec = spec_of(tiny_spec_dict, n_trials=2, **study)
     study = open_study(spec)
 
     def fake(trial: optuna.Trial) -> float:
@@ -231,8 +232,11 @@ def test_export_of_a_study_whose_best_is_the_baseline(tiny_spec_dict: dict) -> N
 
 
 def test_no_warning_when_the_lift_is_significant(tiny_spec_dict: dict) -> None:
-    study = study_with_scores(tiny_spec_dict, [0.70, 0.72], [0.80, 0.83])
-    assert export_spec(study).provenance["lift_warning"] is None
+    study = study_with_scores(tiny_spec_dict, [0.70, 0.72], [0.80, 0.83],
+                              enqueue=[{"training.learning_rate": 2e-3}])
+    spec = export_spec(study)  # the study's enqueue does not travel into the one-configuration spec
+    assert spec.provenance["lift_warning"] is None and spec.study.enqueue == []
+    assert spec.fixed["training.learning_rate"] == 2e-3
 
 
 def test_report_shows_the_baseline_and_the_lift(tiny_spec_dict: dict) -> None:

@@ -116,7 +116,8 @@ def export_spec(study: optuna.Study, trial_number: int | None = None, *,
         fixed=dict(config),
         provenance=provenance(study, trial, storage_url),
     )
-    raw["study"] = {**raw.get("study", {}), "n_trials": 1}
+    # one configuration, nothing to seed: the search's enqueued and warm-start trials named searched knobs
+    raw["study"] = {**raw.get("study", {}), "n_trials": 1, "enqueue": [], "warm_start": None}
     return spec_from_dict(raw, source=f"trial {trial.number} of study {study.study_name!r}")
 
 
