@@ -78,3 +78,19 @@ def test_suite_runs_and_writes_results_of_the_documented_shape(tiny_model_dir: P
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| benchmark")]
     assert {row.split(" | ")[0].removeprefix("| ") for row in rows} >= {*SUITE_MODULES, "engine", "storage"} - (
         {"scaling"} if "skipped" in json.loads((results / "scaling.json").read_text())["smoke"] else set())
+
+
+def points(*pairs: tuple[float, float]) -> list[dict]:
+    """An anytime curve from (elapsed seconds, best so far) pairs."""
+    return [{"elapsed_s": seconds, "best_so_far": best} for seconds, best in pairs]
+
+
+def test_time_to_reach_another_searchs_final_best_is_a_share_of_its_wall_time() -> None:
+    from benchmarks import _anytime as anytime
+
+    theirs = points((10.0, 0.70), (40.0, 0.80))
+    assert anytime.share_to_reach(points((5.0, 0.75), (10.0, 0.81)), theirs) == 0.25
+    assert anytime.share_to_reach(points((5.0, 0.75), (60.0, 0.79)), theirs) is None  # never reached
+    assert anytime.median([0.2, None, 0.4]) == 0.4  # a miss counts as worse than any share
+    assert anytime.median([None, None, 0.1]) is None
+    assert anytime.median([0.1, 0.3]) == 0.2
