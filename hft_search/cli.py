@@ -24,6 +24,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from hft_search import validate
 
     spec = validate(args.spec, check_model=not args.no_model_check)
+    if not args.no_model_check:
+        from hft_search.models import model_info
+
+        print(f"# model: {model_info(spec.model.name, spec.model.revision).describe()}")
     print(spec.to_yaml(), end="")
     return 0
 

@@ -6,7 +6,10 @@ actually used) that goes into every trial's provenance and every cache key, so a
 mistaken for the one a study was run on.
 
 Tokenization turns a split into a :class:`TokenizedSplit` of padded tensors; the training loop trims each batch
-to its longest row, so padding to the split's longest row costs memory, not compute.
+to its longest row, so padding to the split's longest row costs memory, not compute. Padding is always on the
+right, whatever side the tokenizer was saved with (decoder LLM tokenizers often pad left): the trim then keeps
+a prefix of every row, and decoders with absolute positions (GPT-2) see each real token at the position it has
+in the unpadded row, so batched logits equal single-row logits.
 """
 
 from __future__ import annotations
@@ -108,9 +111,9 @@ class TokenizedSplit:
 
 
 def tokenize(split: TextSplit, tokenizer, max_length: int) -> TokenizedSplit:  # noqa: ANN001 - any HF tokenizer
-    """Tokenize a split, truncating to ``max_length`` and padding to the split's longest row."""
+    """Tokenize a split, truncating to ``max_length`` and padding (on the right) to the split's longest row."""
     encoded = tokenizer(split.texts, split.pairs, truncation=True, max_length=max_length,
-                        padding="longest", return_tensors="pt")
+                        padding="longest", padding_side="right", return_tensors="pt")
     return TokenizedSplit(encoded["input_ids"], encoded["attention_mask"],
                           torch.as_tensor(split.labels, dtype=torch.long), encoded.get("token_type_ids"))
 

@@ -94,6 +94,9 @@ class TrainingConfig(BaseModel):
     dropout: float | None = Field(None, ge=0.0, lt=1.0, description="override the model's dropout (None: keep)")
     max_grad_norm: float = Field(1.0, ge=0.0, description="gradient clipping norm (0: no clipping)")
     patience: int = Field(2, ge=1, description="epochs without improvement before early stopping")
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto", description="recompute block activations in backward to save memory (auto: on for models of "
+        "1e9 parameters or more, off below)")
 
 
 GROUPS: dict[str, type[BaseModel]] = {
@@ -258,6 +261,8 @@ class ModelSpec(_Section):
     name: str = "minilm"
     max_length: int = Field(128, ge=8, le=8192)
     revision: str | None = None
+    family: str | None = Field(None, description="architecture family (bert, gpt2, llama, qwen2, ...); inferred "
+                               "from the model's config, which must match it when given")
 
 
 class CVSpec(_Section):
@@ -428,7 +433,7 @@ def check_against_layers(spec: StudySpec, num_layers: int) -> None:
         if bounds is not None and bounds[1] > num_layers:
             section = "search_space" if name in spec.search_space else "fixed"
             issues.append(
-                SpecIssue(f"{section}.{name}", f"{bounds[1]} exceeds the model's {num_layers} encoder layers")
+                SpecIssue(f"{section}.{name}", f"{bounds[1]} exceeds the model's {num_layers} blocks")
             )
     if issues:
         raise SpecError(issues)

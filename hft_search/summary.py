@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hft_search.exceptions import StorageError
+from hft_search.exceptions import SpecError, SpecIssue, StorageError
 from hft_search.spec import StudySpec, check_against_layers, load_spec
 
 _KEY_PARAMS = ("training.learning_rate", "freeze.layers", "importance.threshold", "distill.alpha",
@@ -17,13 +17,31 @@ _KEY_PARAMS = ("training.learning_rate", "freeze.layers", "importance.threshold"
 
 
 def validate(path: str | Path, *, check_model: bool = True) -> StudySpec:
-    """Load a spec and, unless told not to, check its layer knobs against the model's config."""
+    """Load a spec and, unless told not to, check it against the model's config: the family (inferred into
+    ``model.family``, or checked when the spec names one), the layer knobs against its blocks, and
+    ``lora.targets`` against its projections."""
     spec = load_spec(path)
-    if check_model:
-        from hft_search.models import load_config, num_layers_in_config
+    if not check_model:
+        return spec
+    from hft_search.models import model_info
 
-        check_against_layers(spec, num_layers_in_config(load_config(spec.model.name, spec.model.revision)))
-    return spec
+    info = model_info(spec.model.name, spec.model.revision)
+    if spec.model.family not in (None, info.family):
+        raise SpecError([SpecIssue("model.family", f"{spec.model.family!r}, but {spec.model.name} is a "
+                                   f"{info.label} model ({info.family!r}); fix model.family or drop it")],
+                        str(path))
+    check_against_layers(spec, info.num_layers)
+    _check_lora_targets(spec, info.lora_targets, str(path))
+    return spec.model_copy(update={"model": spec.model.model_copy(update={"family": info.family})})
+
+
+def _check_lora_targets(spec: StudySpec, valid: tuple[str, ...], source: str) -> None:
+    """Every ``lora.targets`` entry (a list, so fixed: Optuna cannot search lists) must name a projection of
+    the model's blocks."""
+    wrong = sorted(t for t in spec.fixed.get("lora.targets") or [] if t.rsplit(".", 1)[-1] not in valid)
+    if wrong:
+        raise SpecError([SpecIssue("lora.targets", f"{', '.join(wrong)} match no projection of the model's "
+                                   f"blocks; valid: {', '.join(valid)}")], source)
 
 
 def _fmt(value: Any) -> str:

@@ -90,7 +90,7 @@ def test_validate_checks_layers_against_the_model(tiny_spec_dict: dict, tmp_path
                                                   capsys: pytest.CaptureFixture) -> None:
     raw = {**tiny_spec_dict, "search_space": {"freeze.layers": {"int": [0, 9]}}}
     assert main(["validate", str(write_spec(tmp_path, raw))]) == 2
-    assert "search_space.freeze.layers: 9 exceeds the model's 4 encoder layers" in capsys.readouterr().err
+    assert "search_space.freeze.layers: 9 exceeds the model's 4 blocks" in capsys.readouterr().err
 
 
 def test_study_loads_with_plain_optuna(tiny_spec_dict: dict) -> None:

@@ -56,7 +56,7 @@ class DistillStrategy(Strategy):
             available = layers_of(setup.network).num_layers
             if wanted > available:
                 raise SpecError([SpecIssue("distill.student_layers",
-                                           f"{wanted} exceeds the model's {available} encoder layers; "
+                                           f"{wanted} exceeds the model's {available} blocks; "
                                            f"choose at most {available}")])
             if wanted < available:
                 truncate(setup.model, wanted)

@@ -8,6 +8,11 @@ Efficiency: the per-step loss stays on the device (one tensor per epoch); the ho
 :data:`CHECK_EVERY` steps to catch a non-finite loss, and once per epoch for the logged mean, so the GPU is
 never stalled step by step.
 
+Memory on a GPU (:func:`_fit_device`): gradient checkpointing as ``training.gradient_checkpointing`` says,
+frozen projections stored in bf16 where that is exact (:mod:`.precision`), and a refusal before anything is
+moved to the device when the estimate of weights, gradients, optimizer state and activations exceeds its free
+memory (:mod:`.memory`).
+
 Memory (``FineTuneResult.peak_memory_mb``): on CUDA, ``torch.cuda.max_memory_allocated`` over the run. On
 other devices, an estimate of the training state: parameters and buffers, gradients of the trained tensors,
 optimizer state and element masks (activations excluded). The process RSS high-water mark would be useless
@@ -34,8 +39,15 @@ from hft_search.strategies import Setup, merge, prepare
 from hft_search.strategies.distillation import DistillationLoss
 from hft_search.training.device import autocast, resolve_device
 from hft_search.training.importance import compute_importance
+from hft_search.training.memory import (
+    check_fits,
+    estimate_training_memory,
+    free_device_memory,
+    wants_checkpointing,
+)
 from hft_search.training.metrics import check_metric, compute_metric
 from hft_search.training.optim import build_optimizer, linear_schedule, optimizer_state_bytes
+from hft_search.training.precision import FrozenBf16
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +72,7 @@ class FineTuneResult:
     model: nn.Module  # trained, best weights, eval mode, on CPU; LoRA merged when asked
     valid_probs: torch.Tensor | None  # softmax probabilities on `valid` from the best weights
     optimizer_state_bytes: int = 0
+    gradient_checkpointing: bool = False  # training.gradient_checkpointing as resolved for this model
 
 
 class EarlyStopping:
@@ -215,6 +228,24 @@ def _check_inputs(base: BaseModel, config: HybridConfig, train: TokenizedSplit, 
                          f"({len(train)}, {base.num_labels}): one row per training row, in the same order")
 
 
+def _fit_device(setup: Setup, training: TrainingConfig, train: TokenizedSplit,
+                device: torch.device) -> tuple[bool, FrozenBf16]:
+    """Checkpointing on or off, frozen projections in bf16 on CUDA, then refuse what cannot fit the device.
+
+    Runs while the model is still on the CPU, so a refused configuration never touches the device.
+    """
+    network = setup.network
+    checkpointing = wants_checkpointing(training.gradient_checkpointing, network)
+    if checkpointing:
+        network.activation_checkpointing_enable()
+    frozen = FrozenBf16.store(network) if device.type == "cuda" else FrozenBf16()
+    estimate = estimate_training_memory(network, setup.masks, batch_size=min(training.batch_size, len(train)),
+                                        sequence_length=int(train.input_ids.shape[1]),
+                                        bf16=device.type == "cuda", checkpointing=checkpointing)
+    check_fits(estimate, free_device_memory(device), device)
+    return checkpointing, frozen
+
+
 def fine_tune(
     base: BaseModel,
     config: HybridConfig,
@@ -233,7 +264,9 @@ def fine_tune(
     ``teacher_logits`` ([len(train), num_labels], row-aligned with ``train``) are required when distillation
     has ``alpha > 0``. ``importance_scores`` from :func:`compute_importance` on ``base.fresh(seed)`` are
     computed here when not given. Without ``valid`` every epoch runs and the score is nan.
-    A non-finite loss raises :class:`~hft_search.exceptions.TrialFailure`; CUDA out-of-memory propagates.
+    A non-finite loss raises :class:`~hft_search.exceptions.TrialFailure`; a configuration that cannot fit the
+    device raises :class:`~hft_search.exceptions.DeviceMemoryError` before training; CUDA out-of-memory
+    propagates.
     """
     device = resolve_device(device)
     _check_inputs(base, config, train, metric, teacher_logits)
@@ -249,6 +282,7 @@ def fine_tune(
         setup = prepare(model, config, importance_scores=importance_scores)
         if isinstance(setup.loss, DistillationLoss) and not setup.loss.needs_teacher:
             teacher_logits = None  # alpha = 0: the teacher term is off, its logits need no device copy
+        checkpointing, frozen = _fit_device(setup, training, train, device)
         total_steps = training.epochs * math.ceil(len(train) / training.batch_size)
         trainer = _Trainer(setup, training, device, total_steps, teacher_logits)
         outcome = _train(trainer, setup, training, train, valid, metric, seed)
@@ -257,13 +291,17 @@ def fine_tune(
                   else trainer.memory_estimate_bytes())
     state_bytes = trainer.state_bytes()
     model = setup.model.eval().to("cpu")
+    frozen.restore()
+    if checkpointing:  # hand back a plain model: no recomputation, no input-gradient hook
+        setup.network.activation_checkpointing_disable()
+        setup.network.disable_input_require_grads()
     result = FineTuneResult(
         score=outcome.score, history=outcome.history, best_epoch=outcome.best_epoch,
         stopped_early=outcome.stopped_early, trainable_params=trainable, total_params=total,
         trainable_fraction=trainable / total, importance_cut=setup.importance_cut,
         train_time_s=outcome.seconds, peak_memory_mb=peak_bytes / 2**20,
         model=merge(model) if merge_lora else model, valid_probs=outcome.probs,
-        optimizer_state_bytes=state_bytes)
+        optimizer_state_bytes=state_bytes, gradient_checkpointing=checkpointing)
     del trainer, setup, model
     if device.type == "cuda":
         torch.cuda.empty_cache()
