@@ -84,8 +84,11 @@ class LoraStrategy(Strategy):
             return
         # peft marks everything but the adapters frozen; what the other strategies left trainable trains on.
         trainable = [p for p in network.parameters() if p.requires_grad]
+        # GPT-2's Conv1D stores its weight transposed (in × out); peft must be told, or it warns and guesses.
+        transposed = any(type(network.get_submodule(name)).__name__ == "Conv1D" for name in targets)
         peft_config = PeftLoraConfig(r=self.config.r, lora_alpha=self.config.alpha,
-                                     lora_dropout=self.config.dropout, target_modules=targets, bias="none")
+                                     lora_dropout=self.config.dropout, target_modules=targets, bias="none",
+                                     fan_in_fan_out=transposed)
         setup.model = get_peft_model(network, peft_config)
         for parameter in trainable:
             parameter.requires_grad_(True)
