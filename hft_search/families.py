@@ -117,8 +117,9 @@ def layers_of(model: nn.Module) -> ModelLayers:
     """Embeddings, transformer blocks and head of a supported model (also under a peft wrapper)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     fam = family_of(base)
+    head = tuple(m for m in (get_module(base, path) for path in fam.head) if m is not None)  # a pooler may be None
     return ModelLayers(tuple(get_module(base, path) for path in fam.embeddings), get_module(base, fam.blocks),
-                       tuple(get_module(base, path) for path in fam.head), fam)
+                       head, fam)
 
 
 def truncate(model: nn.Module, num_layers: int) -> nn.Module:

@@ -22,7 +22,7 @@ from hft_search.data import TextSplit, load_data, tokenize
 from hft_search.exceptions import DeviceMemoryError, SpecError
 from hft_search.models import BaseModel, layers_of, load_base, load_tokenizer, model_info, truncate
 from hft_search.spec import DataSpec
-from hft_search.strategies import prepare
+from hft_search.strategies import Setup, prepare
 from hft_search.training import compute_importance, fine_tune
 from hft_search.training.memory import MemoryEstimate, check_fits, estimate_training_memory
 from hft_search.training.precision import FrozenBf16
@@ -182,6 +182,32 @@ def test_frozen_projections_stored_in_bf16_come_back_bit_identical(decoder: Base
     stored.restore()
     for name, p in model.named_parameters():
         assert p.dtype == torch.float32 and torch.equal(p, before[name]), name
+
+
+def test_bf16_frozen_projections_compute_what_autocast_computed(decoder: BaseModel,
+                                                               decoder_train) -> None:  # noqa: ANN001
+    """The GPU path's dtypes, checked on the CPU: under bf16 autocast, frozen projections stored in bf16 give
+    the logits and gradients of fp32 storage, with LoRA adapters on them (autocast makes the same bf16 copy)."""
+    config = HybridConfig.from_flat({"freeze.layers": 1, "lora.enabled": True, "lora.r": 2})
+
+    def prepared() -> Setup:
+        torch.manual_seed(0)  # peft draws the LoRA A matrices from the global generator
+        return prepare(decoder.fresh(0), config)
+
+    reference, stored = prepared(), prepared()
+    assert FrozenBf16.store(stored.network).saved_bytes > 0
+    batch = {k: v for k, v in decoder_train.batch(torch.arange(8)).items() if k != "labels"}
+    results = []
+    for setup in (reference, stored):
+        model = setup.model.eval()  # no dropout: the two passes must see the same computation
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(**batch).logits
+        logits.float().sum().backward()
+        results.append((logits.detach(), {n: p.grad for n, p in setup.network.named_parameters() if p.requires_grad}))
+    (logits_a, grads_a), (logits_b, grads_b) = results
+    assert torch.equal(logits_a, logits_b) and grads_a.keys() == grads_b.keys()
+    for name, grad in grads_a.items():
+        assert torch.equal(grad, grads_b[name]), name
 
 
 def test_memory_estimate_counts_what_trains(decoder: BaseModel, decoder_train) -> None:  # noqa: ANN001

@@ -10,20 +10,22 @@ The estimate, per part (bytes):
   :mod:`.precision`);
 * gradients — one per trained parameter, at its dtype (4 bytes in fp32);
 * optimizer — AdamW's two fp32 moments, 8 bytes per trained parameter (element-masked tensors train whole);
-* masks — element masks: 2 bytes per entry of a masked tensor (the keep mask in ``Setup.masks`` and the
-  frozen-entry mask the optimizer uses, one ``bool`` each), plus a transient 4-byte decay factor for the
-  largest masked tensor. Element importance therefore costs about 2 bytes per parameter of the masked
-  tensors beyond AdamW's 8: affordable next to the 16 bytes of a full fine-tune. (The scores themselves are
-  computed once per fold and kept in fp32 on the CPU, in the cache; they never occupy the device.)
+* masks — element masks: 1 byte per entry of a masked tensor (the frozen-entry mask the optimizer keeps on
+  the device; the keep masks of ``Setup.masks`` are built while the model is still on the CPU and stay there),
+  plus a transient 4-byte decay factor for the largest masked tensor. Element importance therefore costs about
+  1 byte per parameter of the masked tensors on the device beyond AdamW's 8 bytes: affordable next to the
+  16 bytes of a full fine-tune. The scores are accumulated in fp32 (the model's dtype: the template is fp32)
+  on the device while they are computed (once per fold, before training), then kept in fp32 on the CPU and
+  in the cache: they take no device memory during training.
 * activations — what backward needs, per token of the largest batch: about ``10·h + 3·i`` values per block
   (h the hidden size, i the MLP width: the inputs of the attention and MLP projections, the attention and
   MLP outputs, norms and residuals; attention scores are not kept with SDPA), at 2 bytes under bf16 autocast
   and 4 otherwise. With gradient checkpointing only each block's input (h values) is kept, plus one block's
   activations during its recomputation.
 
-Weights, gradients, optimizer state and masks are exact; activations are an estimate (allocator slack and
-temporary buffers come on top), so the check refuses only configurations whose estimate alone exceeds the
-device's free memory: a refused configuration certainly would not fit. The check runs on CUDA, where the
+Weights, gradients, optimizer state and masks are exact; activations are an estimate, and allocator slack and
+temporary buffers are not counted. So the check refuses what would almost surely run out of memory; a
+configuration that passes can still run out, and then ends its trial as before (recorded as out of memory). The check runs on CUDA, where the
 model must be copied into a memory of fixed size; on the CPU the model is already in RAM and an overflow swaps
 rather than fails, so nothing is refused there.
 """
@@ -39,7 +41,7 @@ from hft_search.exceptions import DeviceMemoryError
 from hft_search.families import layers_of
 
 ADAMW_STATE_BYTES = 8
-MASK_BYTES = 2
+MASK_BYTES = 1
 CHECKPOINTING_AUTO_PARAMS = 1_000_000_000
 """``training.gradient_checkpointing: auto`` turns it on from this many parameters. Checkpointing recomputes
 every block's forward pass in backward (about a third more compute per step), which small models do not need:
