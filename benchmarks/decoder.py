@@ -157,8 +157,9 @@ def run_cpu(ctx: Context, sizes: Sizes) -> dict[str, Any]:
     enc_full = _row(results, encoder, "full fine-tune")
     targets = [
         check("decoder / encoder of similar size, full fine-tune trial time (CPU)",
-              full["trial_seconds"] / enc_full["trial_seconds"], 2.0, detail=f"qwen2 {full['parameters'] / 1e6:.1f}M {full['trial_seconds']:.2f} s vs {encoder} "
-                          f"{enc_full['parameters'] / 1e6:.1f}M {enc_full['trial_seconds']:.2f} s"),
+              full["trial_seconds"] / enc_full["trial_seconds"], 2.0,
+              detail=f"qwen2 {full['parameters'] / 1e6:.1f}M {full['trial_seconds']:.2f} s vs {encoder} "
+                     f"{enc_full['parameters'] / 1e6:.1f}M {enc_full['trial_seconds']:.2f} s"),
         check("decoder LoRA / full fine-tune training state (CPU)", lora["peak_memory_mb"] / full["peak_memory_mb"],
               0.5, detail=f"{lora['peak_memory_mb']:.1f} MB vs {full['peak_memory_mb']:.1f} MB"),
     ]

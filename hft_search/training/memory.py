@@ -25,9 +25,9 @@ The estimate, per part (bytes):
 
 Weights, gradients, optimizer state and masks are exact; activations are an estimate, and allocator slack and
 temporary buffers are not counted. So the check refuses what would almost surely run out of memory; a
-configuration that passes can still run out, and then ends its trial as before (recorded as out of memory). The check runs on CUDA, where the
-model must be copied into a memory of fixed size; on the CPU the model is already in RAM and an overflow swaps
-rather than fails, so nothing is refused there.
+configuration that passes can still run out, and then ends its trial as before (recorded as out of memory).
+The check runs on CUDA, where the model must be copied into a memory of fixed size; on the CPU the model is
+already in RAM and an overflow swaps rather than fails, so nothing is refused there.
 """
 
 from __future__ import annotations
