@@ -62,6 +62,8 @@ def test_family_parts_and_pad_token(decoder_dir: Path, decoder: BaseModel) -> No
     layers = layers_of(model)
     assert layers.num_layers == 2 and layers.family.decoder
     assert layers.head_parameter_names(model) == {"score.weight"}
+    # No LM head in a classifier: even with tie_word_embeddings, no tensor is shared (freezing is per tensor).
+    assert len({id(p) for p in model.parameters()}) == len(list(model.named_parameters(remove_duplicate=False)))
     assert tokenizer.pad_token == tokenizer.eos_token and tokenizer.padding_side == "right"
     assert model.config.pad_token_id == tokenizer.pad_token_id and model.config.use_cache is False
     assert model.dtype == torch.float32  # the checkpoint is bf16; the template trains in fp32
@@ -103,17 +105,20 @@ def test_truncated_student_round_trips(decoder: BaseModel, tmp_path: Path) -> No
 # -- every knob on a decoder ------------------------------------------------------------------------------
 
 
-def test_freeze_element_importance_and_lora_keep_masked_weights_bit_identical(decoder: BaseModel,
-                                                                              decoder_train) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("granularity", ["tensor", "element"])
+def test_freeze_importance_and_lora_keep_frozen_and_masked_weights_bit_identical(
+        decoder: BaseModel, decoder_train, granularity: str) -> None:  # noqa: ANN001
     config = HybridConfig.from_flat({"freeze.enabled": True, "freeze.layers": 1, "lora.enabled": True,
                                      "lora.r": 2, "importance.enabled": True, "importance.threshold": 0.6,
-                                     "importance.granularity": "element", "training.epochs": 2,
+                                     "importance.granularity": granularity, "training.epochs": 2,
                                      "training.batch_size": 16, "training.learning_rate": 1e-2})
     scores = compute_importance(decoder.fresh(0), decoder_train, config.importance, batch_size=16, device="cpu")
     setup = prepare(decoder.fresh(0), config, importance_scores=scores)
     masks = {name: mask.clone() for name, mask in setup.masks.items()}
     frozen = {name for name, p in setup.network.named_parameters() if not p.requires_grad}
-    assert masks and any(".lora_" in name for name, _ in setup.network.named_parameters())
+    assert bool(masks) == (granularity == "element")
+    assert any(".lora_" in name for name, _ in setup.network.named_parameters())
+    assert any(name.startswith(("model.layers.1.", "transformer.h.1.")) for name in frozen)  # cut by importance
     before = dict(decoder.fresh(0).named_parameters())
     result = fine_tune(decoder, config, decoder_train, None, device="cpu", importance_scores=scores)
     after = dict(result.model.get_base_model().named_parameters())
@@ -253,14 +258,16 @@ def _decoder_lora_spec(tmp_path: Path, model: Path, train: Path, test: Path) -> 
     return path
 
 
+@pytest.mark.parametrize(("family", "label", "projection"), [("qwen2", "Qwen2", "q_proj"), ("gpt2", "GPT-2", "c_attn")])
 def test_decoder_lora_spec_validates_runs_exports_trains_and_predicts(
-        tmp_path: Path, tiny_csv: Path, tiny_test_csv: Path, capsys: pytest.CaptureFixture) -> None:
-    model_dir = build_tiny_decoder(tmp_path / "qwen2", "qwen2")
+        tmp_path: Path, tiny_csv: Path, tiny_test_csv: Path, capsys: pytest.CaptureFixture, family: str, label: str,
+        projection: str) -> None:
+    model_dir = build_tiny_decoder(tmp_path / family, family)
     spec = _decoder_lora_spec(tmp_path, model_dir, tiny_csv, tiny_test_csv)
     assert main(["validate", str(spec)]) == 0
     out = capsys.readouterr().out
-    assert "# model: Qwen2 decoder (model.family: qwen2), 2 blocks" in out and "q_proj" in out
-    assert yaml.safe_load(out)["model"]["family"] == "qwen2"
+    assert f"# model: {label} decoder (model.family: {family}), 2 blocks" in out and projection in out
+    assert yaml.safe_load(out)["model"]["family"] == family
 
     storage, best, folder = f"sqlite:///{tmp_path / 'decoder.db'}", tmp_path / "best.yaml", tmp_path / "model"
     assert main(["run", str(spec), "--no-progress"]) == 0

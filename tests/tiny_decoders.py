@@ -61,7 +61,8 @@ def decoder_config(family: str, vocab_size: int, num_layers: int, bos: int, eos:
         return transformers.GPT2Config(n_layer=num_layers, n_embd=32, n_head=4, n_positions=64, **common)
     return getattr(transformers, FAMILY_CONFIGS[family])(
         num_hidden_layers=num_layers, hidden_size=32, intermediate_size=64, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=8, max_position_embeddings=64, **common)
+        num_key_value_heads=2, head_dim=8, max_position_embeddings=64, tie_word_embeddings=family == "qwen2",
+        **common)  # Qwen2.5's small models tie their input and output embeddings
 
 
 def build_tiny_decoder(folder: Path, family: str, num_layers: int = 2) -> Path:
