@@ -15,11 +15,11 @@ _EXPORTS: dict[str, str] = {
     # errors
     "HFTSearchError": "exceptions", "SpecError": "exceptions", "DataError": "exceptions",
     "ModelError": "exceptions", "StorageError": "exceptions", "TrialFailure": "exceptions",
-    "ExportError": "exceptions",
+    "ExportError": "exceptions", "DeviceMemoryError": "exceptions",
     # spec
     "StudySpec": "spec", "HybridConfig": "spec", "load_spec": "spec", "spec_from_dict": "spec",
     # data and models
-    "load_data": "data", "load_base": "models",
+    "load_data": "data", "load_base": "models", "model_info": "models",
     # studies
     "CVObjective": "objective", "suggest_config": "objective",
     "open_study": "study", "run_study": "study", "load_study": "study", "optimize": "study", "run_worker": "study",
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from hft_search.data import load_data
     from hft_search.exceptions import (
         DataError,
+        DeviceMemoryError,
         ExportError,
         HFTSearchError,
         ModelError,
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
         predict_file,
         train_final,
     )
-    from hft_search.models import load_base
+    from hft_search.models import load_base, model_info
     from hft_search.objective import CVObjective, suggest_config
     from hft_search.spec import HybridConfig, StudySpec, load_spec, spec_from_dict
     from hft_search.storage import make_storage, mask_url, resolve_storage_url

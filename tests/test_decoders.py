@@ -167,6 +167,17 @@ def test_gradient_checkpointing_trains_the_same_weights(decoder: BaseModel, deco
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_gradient_checkpointing_auto_turns_on_from_the_documented_size(decoder: BaseModel,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from hft_search.training import memory
+
+    model = decoder.fresh(0)
+    size = sum(p.numel() for p in model.parameters())
+    assert memory.CHECKPOINTING_AUTO_PARAMS == 1_000_000_000 and not memory.wants_checkpointing("auto", model)
+    monkeypatch.setattr(memory, "CHECKPOINTING_AUTO_PARAMS", size)
+    assert memory.wants_checkpointing("auto", model) and not memory.wants_checkpointing(False, model)
+
+
 # -- memory ------------------------------------------------------------------------------------------------
 
 
