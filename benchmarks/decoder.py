@@ -14,8 +14,8 @@ Two settings:
   width (384) and vocabulary, 8 blocks and a SwiGLU MLP, so the per-trial ratio shows what a decoder costs
   beyond its size.
 * **GPU** (``gpu`` in the JSON, where CUDA exists; otherwise ``{"skipped": "no CUDA"}``): a Qwen2.5-0.5B-shaped
-  decoder (494M parameters, random weights saved in bf16 as the real checkpoint is, so frozen projections are
-  stored in bf16 during training), bf16 autocast.
+  decoder (494M parameters; a two-block one at smoke sizes), random weights saved in bf16 as the real checkpoint
+  is, so frozen projections are stored in bf16 during training; bf16 autocast.
 
 Peak memory is the trial's ``peak_memory_mb``: ``torch.cuda.max_memory_allocated`` on the GPU; on the CPU the
 training-state estimate (weights, gradients, AdamW state, masks; activations excluded). Trials per hour is
@@ -60,6 +60,7 @@ class Sizes:
     epochs: int
     batch_size: int
     decoder: DecoderShape  # the CPU decoder
+    gpu_decoder: DecoderShape
     gpu_rows: int
     gpu_batch_size: int
     gpu_max_length: int
@@ -69,14 +70,16 @@ QWEN25_05B = DecoderShape(hidden=896, layers=24, intermediate=4864, heads=14, kv
 """Qwen2.5-0.5B's shape (494M parameters with its 151936-token vocabulary)."""
 CPU_30M = DecoderShape(hidden=384, layers=8, intermediate=1536, heads=6, kv_heads=2, vocab=None)
 
+TINY = DecoderShape(hidden=32, layers=2, intermediate=64, heads=4, kv_heads=2, vocab=None)
+"""The smoke preset's decoder: every code path, no cost."""
+
 SIZES = {
     "full": Sizes(rows=300, folds=3, max_length=48, epochs=1, batch_size=16, decoder=CPU_30M,
-                  gpu_rows=2048, gpu_batch_size=16, gpu_max_length=128),
+                  gpu_decoder=QWEN25_05B, gpu_rows=2048, gpu_batch_size=16, gpu_max_length=128),
     "quick": Sizes(rows=64, folds=2, max_length=32, epochs=1, batch_size=16, decoder=CPU_30M,
-                   gpu_rows=512, gpu_batch_size=16, gpu_max_length=64),
-    "smoke": Sizes(rows=32, folds=2, max_length=16, epochs=1, batch_size=16,
-                   decoder=DecoderShape(hidden=32, layers=2, intermediate=64, heads=4, kv_heads=2, vocab=None),
-                   gpu_rows=64, gpu_batch_size=16, gpu_max_length=32),
+                   gpu_decoder=QWEN25_05B, gpu_rows=512, gpu_batch_size=16, gpu_max_length=64),
+    "smoke": Sizes(rows=32, folds=2, max_length=16, epochs=1, batch_size=16, decoder=TINY,
+                   gpu_decoder=TINY, gpu_rows=64, gpu_batch_size=16, gpu_max_length=32),
 }
 
 
@@ -171,19 +174,19 @@ def run_gpu(ctx: Context, sizes: Sizes) -> dict[str, Any]:
         print("  GPU: skipped (no CUDA)", flush=True)
         return {"skipped": "no CUDA"}
     folder = ctx.folder("decoder-gpu")
-    decoder = build_decoder(folder / "qwen2.5-0.5b-shaped", QWEN25_05B, ctx.model, torch.bfloat16)
-    _header(f"Qwen2.5-0.5B-shaped decoder on {torch.cuda.get_device_name()} in bf16: {sizes.gpu_rows} rows, "
+    decoder = build_decoder(folder / "gpu-decoder", sizes.gpu_decoder, ctx.model, torch.bfloat16)
+    _header(f"Qwen2-shaped decoder on {torch.cuda.get_device_name()} in bf16: {sizes.gpu_rows} rows, "
             f"{sizes.folds} folds, batch {sizes.gpu_batch_size}, max_length {sizes.gpu_max_length}")
     results = measure(ctx, folder, str(decoder), rows=sizes.gpu_rows, folds=sizes.folds,
                       max_length=sizes.gpu_max_length, epochs=sizes.epochs, batch_size=sizes.gpu_batch_size,
                       device=torch.device("cuda"))
     full = _row(results, "qwen2", "full fine-tune")
-    targets = [check(f"{label} / full fine-tune peak GPU memory (0.5B, bf16)",
+    targets = [check(f"{label} / full fine-tune peak GPU memory ({full['parameters'] / 1e6:.0f}M decoder, bf16)",
                      _row(results, "qwen2", label)["peak_memory_mb"] / full["peak_memory_mb"], limit,
                      detail=f"{_row(results, 'qwen2', label)['peak_memory_mb']:.0f} MB vs "
                             f"{full['peak_memory_mb']:.0f} MB")
                for label, limit in (("LoRA", 0.5), ("freeze half", 0.8))]
-    return {"machine": machine_info("cuda"), "decoder_shape": QWEN25_05B, "rows": results, "targets": targets}
+    return {"machine": machine_info("cuda"), "decoder_shape": sizes.gpu_decoder, "rows": results, "targets": targets}
 
 
 def run(ctx: Context) -> dict[str, Any]:
