@@ -319,8 +319,10 @@ class StudySpec(_Section):
 
     def search_hash(self) -> str:
         """A hash of what makes trials comparable (data, model, cv, search space, fixed knobs): a study may
-        only be resumed with a spec of the same hash."""
-        payload = self.model_dump(mode="json", include={"data", "model", "cv", "search_space", "fixed"})
+        only be resumed with a spec of the same hash. ``model.family`` is left out: it is read from the model,
+        so a spec that names it describes the same trials as one that does not."""
+        payload = self.model_dump(mode="json", include={"data", "model", "cv", "search_space", "fixed"},
+                                  exclude={"model": {"family"}})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:

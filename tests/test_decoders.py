@@ -279,6 +279,9 @@ def test_decoder_lora_spec_validates_runs_exports_trains_and_predicts(
     out = capsys.readouterr().out
     assert f"# model: {label} decoder (model.family: {family}), 2 blocks" in out and projection in out
     assert yaml.safe_load(out)["model"]["family"] == family
+    # the inferred family is not a choice: a spec naming it resumes the same study
+    assert spec_from_dict(yaml.safe_load(out)).search_hash() == spec_from_dict(yaml.safe_load(spec.read_text())
+                                                                               ).search_hash()
 
     storage, best, folder = f"sqlite:///{tmp_path / 'decoder.db'}", tmp_path / "best.yaml", tmp_path / "model"
     assert main(["run", str(spec), "--no-progress"]) == 0
