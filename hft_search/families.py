@@ -9,8 +9,8 @@ Encoders (BERT, RoBERTa, DistilBERT, DeBERTa-v2) pool the first token through th
 Llama, Qwen2, Qwen3, Mistral) are used through ``AutoModelForSequenceClassification`` as ``*ForSequence
 Classification``: a bias-free linear ``score`` on the hidden state of the *last non-pad token*, which
 transformers finds as the rightmost position whose id is not ``config.pad_token_id`` (so the pad id must be
-set: see :func:`hft_search.models.ensure_pad_token`). What else differs for decoders is handled where it
-matters: no token-type ids (the tokenizer returns none), positions counted from each row's first token
+set: see :func:`hft_search.models.classifier_tokenizer`). What else differs for decoders is handled where it
+matters: no token-type ids (the same function), positions counted from each row's first token
 (``hft_search.data``), and no tied output embedding (the classification model has no LM head, so freezing the
 input embedding freezes nothing else).
 """

@@ -2,8 +2,8 @@
 
 Where each architecture keeps its parts is :mod:`hft_search.families` (re-exported here: ``layers_of``,
 ``truncate``, ``family_of``); this module loads, and makes a loaded model and tokenizer usable as a classifier.
-For decoder LLMs that means a pad token (:func:`ensure_pad_token`: the EOS token when the tokenizer has none,
-and ``config.pad_token_id`` with it, which is how ``*ForSequenceClassification`` finds the last real token).
+For decoder LLMs that means a pad token (:func:`classifier_tokenizer`: the EOS token when the tokenizer has
+none, and ``config.pad_token_id`` with it, which is how ``*ForSequenceClassification`` finds the last real token).
 
 Why fp32: transformers 5 loads a checkpoint in its own dtype, and decoder LLMs ship in bf16, where AdamW updates
 smaller than a weight's bf16 spacing are lost. The template is fp32; on a GPU the training loop keeps frozen
@@ -95,12 +95,15 @@ def load_config(name: str, revision: str | None = None):  # noqa: ANN201 - a tra
     return _from_pretrained("AutoConfig", name, revision)
 
 
-def ensure_pad_token(tokenizer: Any) -> Any:
-    """Give a tokenizer without a pad token its EOS token as pad (decoder LLMs ship without one); pad on the right.
+def classifier_tokenizer(tokenizer: Any, config: object) -> Any:
+    """Make ``tokenizer`` feed the model of ``config`` as a classifier; returns it (changed in place).
 
-    Right padding keeps every real token at positions 0..n-1, which is what a decoder without the pad mask in
-    its position ids (GPT-2, Llama, ...) computes for an unpadded row, so batched and single-row logits agree;
-    the saved tokenizer pads the same way for users of plain ``transformers``. Returns the tokenizer.
+    * A pad token: the EOS token when there is none (decoder LLMs ship without one).
+    * Right padding: every real token keeps positions 0..n-1, which is what a decoder without the pad mask in
+      its position ids (GPT-2) computes for an unpadded row, so batched and single-row logits agree; the saved
+      tokenizer pads the same way for users of plain ``transformers``.
+    * For a decoder, only the inputs decoders read: no token-type ids (a BERT-style tokenizer would return
+      them, and GPT-2 would add them to its embeddings as token ids).
     """
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
@@ -109,13 +112,16 @@ def ensure_pad_token(tokenizer: Any) -> Any:
                              "model.resize_token_embeddings(len(tokenizer))")
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
+    if FAMILIES[family_name(config)].decoder:
+        tokenizer.model_input_names = [n for n in tokenizer.model_input_names if n != "token_type_ids"]
     return tokenizer
 
 
 @lru_cache(maxsize=4)
 def load_tokenizer(name: str, revision: str | None = None):  # noqa: ANN201 - a transformers tokenizer
-    """The model's tokenizer (with a pad token), once per process: every fold and trial tokenizes with it."""
-    return ensure_pad_token(_from_pretrained("AutoTokenizer", name, revision))
+    """The model's tokenizer, ready for classification (:func:`classifier_tokenizer`), once per process: every
+    fold and trial tokenizes with the same one."""
+    return classifier_tokenizer(_from_pretrained("AutoTokenizer", name, revision), load_config(name, revision))
 
 
 @dataclass(frozen=True)
@@ -224,7 +230,7 @@ __all__ = [
     "BaseModel",
     "ModelInfo",
     "ModelLayers",
-    "ensure_pad_token",
+    "classifier_tokenizer",
     "family_of",
     "layers_of",
     "load_base",

@@ -92,6 +92,15 @@ def test_padded_batches_give_the_logits_of_unpadded_rows(decoder_dir: Path, deco
     torch.testing.assert_close(batched, single, rtol=0, atol=1e-5)
 
 
+def test_a_decoder_gets_no_token_type_ids_even_from_a_bert_tokenizer(tiny_model_dir: Path, tmp_path: Path) -> None:
+    folder = build_tiny_decoder(tmp_path / "gpt2", "gpt2")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)  # returns token_type_ids by default
+    split = tokenize(TextSplit(["the film was good"], np.zeros(1, dtype=np.int64)), load_tokenizer(str(folder)), 16)
+    assert split.token_type_ids is None
+    assert tokenize(TextSplit(["the film"], np.zeros(1, dtype=np.int64)), load_tokenizer(str(tiny_model_dir)),
+                    16).token_type_ids is not None  # an encoder keeps them
+
+
 def test_truncated_student_round_trips(decoder: BaseModel, tmp_path: Path) -> None:
     model = truncate(decoder.fresh(0), 1).eval()
     model.save_pretrained(tmp_path)

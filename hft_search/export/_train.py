@@ -43,7 +43,7 @@ from hft_search.export._quantize import (
     quantize_folder,
     weights_size_mb,
 )
-from hft_search.models import BaseModel, ensure_pad_token, load_base, resolve_source
+from hft_search.models import BaseModel, classifier_tokenizer, load_base, resolve_source
 from hft_search.objective import CVObjective, package_versions, study_teacher_config
 from hft_search.spec import HybridConfig, StudySpec, check_against_layers
 from hft_search.storage import mask_url, resolve_storage_url
@@ -101,8 +101,9 @@ def _prepare(spec: StudySpec) -> _Inputs:
     data = load_data(spec.data)
     base = load_base(spec.model.name, data.label_names, spec.model.revision)
     check_against_layers(spec, base.num_layers)
-    tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(
-        resolve_source(spec.model.name), revision=spec.model.revision, model_max_length=spec.model.max_length))
+    tokenizer = classifier_tokenizer(AutoTokenizer.from_pretrained(
+        resolve_source(spec.model.name), revision=spec.model.revision, model_max_length=spec.model.max_length),
+        base.template.config)
     test = tokenize(data.test, tokenizer, spec.model.max_length) if data.test is not None else None
     return _Inputs(spec, config, data, base, tokenizer, tokenize(data.train, tokenizer, spec.model.max_length),
                    test, resolve_device(spec.device))
