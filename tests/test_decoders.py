@@ -1,7 +1,8 @@
 """Decoder LLMs (GPT-2, Llama, Qwen2, Qwen3, Mistral) as first-class models, on tiny random ones.
 
-Each family is built from a config (two blocks, 32 wide, a word-level tokenizer without pad token), saved with
-``save_pretrained`` and loaded by path, as a user's folder would be.
+Each family is built from a config (two blocks, 32 wide, a tokenizer built from the test words, without pad token
+except Qwen2's, which brings its own as Qwen2.5's does), saved with ``save_pretrained`` and loaded by path, as a
+user's folder would be.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from hft_search import HybridConfig, run_study, spec_from_dict
 from hft_search.cli import main
-from hft_search.data import TextSplit, load_data, tokenize
+from hft_search.data import TextSplit, TokenizedSplit, load_data, tokenize
 from hft_search.exceptions import DeviceMemoryError, SpecError
 from hft_search.models import BaseModel, layers_of, load_base, load_tokenizer, model_info, truncate
 from hft_search.spec import DataSpec
@@ -43,7 +44,7 @@ def decoder(decoder_dir: Path) -> BaseModel:
 
 
 @pytest.fixture(scope="module")
-def decoder_train(decoder_dir: Path, tiny_csv: Path):  # noqa: ANN201 - a TokenizedSplit
+def decoder_train(decoder_dir: Path, tiny_csv: Path) -> TokenizedSplit:
     data = load_data(DataSpec(train=str(tiny_csv)))
     return tokenize(data.train.subset(range(48)), load_tokenizer(str(decoder_dir)), 16)
 
@@ -116,7 +117,7 @@ def test_truncated_student_round_trips(decoder: BaseModel, tmp_path: Path) -> No
 
 @pytest.mark.parametrize("granularity", ["tensor", "element"])
 def test_freeze_importance_and_lora_keep_frozen_and_masked_weights_bit_identical(
-        decoder: BaseModel, decoder_train, granularity: str) -> None:  # noqa: ANN001
+        decoder: BaseModel, decoder_train: TokenizedSplit, granularity: str) -> None:
     config = HybridConfig.from_flat({"freeze.enabled": True, "freeze.layers": 1, "lora.enabled": True,
                                      "lora.r": 2, "importance.enabled": True, "importance.threshold": 0.6,
                                      "importance.granularity": granularity, "training.epochs": 2,
@@ -164,7 +165,7 @@ def test_full_cv_study_with_freeze_importance_lora_and_a_distilled_student(decod
     assert all(t.user_attrs["trainable_fraction"] < 1 for t in student)
 
 
-def test_gradient_checkpointing_trains_the_same_weights(decoder: BaseModel, decoder_train) -> None:  # noqa: ANN001
+def test_gradient_checkpointing_trains_the_same_weights(decoder: BaseModel, decoder_train: TokenizedSplit) -> None:
     knobs = {"training.epochs": 1, "training.batch_size": 16, "training.dropout": 0.1}
     plain = fine_tune(decoder, HybridConfig.from_flat(knobs), decoder_train, None, device="cpu")
     checkpointed = fine_tune(decoder, HybridConfig.from_flat({**knobs, "training.gradient_checkpointing": True}),
@@ -210,7 +211,7 @@ def test_frozen_projections_stored_in_bf16_come_back_bit_identical(decoder: Base
 
 
 def test_bf16_frozen_projections_compute_what_autocast_computed(decoder: BaseModel,
-                                                               decoder_train) -> None:  # noqa: ANN001
+                                                               decoder_train: TokenizedSplit) -> None:
     """The GPU path's dtypes, checked on the CPU: under bf16 autocast, frozen projections stored in bf16 give
     the logits and gradients of fp32 storage, with LoRA adapters on them (autocast makes the same bf16 copy)."""
     config = HybridConfig.from_flat({"freeze.layers": 1, "lora.enabled": True, "lora.r": 2})
@@ -235,7 +236,7 @@ def test_bf16_frozen_projections_compute_what_autocast_computed(decoder: BaseMod
         assert torch.equal(grad, grads_b[name]), name
 
 
-def test_memory_estimate_counts_what_trains(decoder: BaseModel, decoder_train) -> None:  # noqa: ANN001
+def test_memory_estimate_counts_what_trains(decoder: BaseModel) -> None:
     config = HybridConfig.from_flat({"lora.enabled": True, "lora.r": 2})
     setup = prepare(decoder.fresh(0), config)
     trained = sum(p.numel() for p in setup.network.parameters() if p.requires_grad)
@@ -247,7 +248,7 @@ def test_memory_estimate_counts_what_trains(decoder: BaseModel, decoder_train) -
     assert 0 < lighter.activations < estimate.activations
 
 
-def test_memory_check_refuses_an_impossible_configuration_in_one_line(decoder: BaseModel, decoder_train,  # noqa: ANN001
+def test_memory_check_refuses_an_impossible_configuration_in_one_line(decoder: BaseModel, decoder_train: TokenizedSplit,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     estimate = MemoryEstimate(weights=3 * 2**30, gradients=2**30, optimizer=2 * 2**30, masks=0, activations=2**29)
     check_fits(estimate, 8 * 2**30, torch.device("cuda"))  # fits: nothing raised
