@@ -69,12 +69,12 @@ def _cmd_best(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from hft_search import export_best
+    from hft_search.summary import value_with_std
 
     spec = export_best(args.study, args.storage, args.output, trial=args.trial, fmt=args.format, force=args.force)
     prov = spec.provenance
-    std = f" ± {prov['std']:.4f}" if isinstance(prov.get("std"), float) else ""
     print(f"wrote {args.output}: trial {prov['trial']} of study {prov['study']!r}, "
-          f"{prov['metric']} {prov['value']:.4f}{std}")
+          f"{prov['metric']} {value_with_std(prov['value'], prov.get('std'))}")
     return 0
 
 
@@ -86,6 +86,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
                           force=args.force, storage=args.storage)
     print(describe_trained(trained))
     return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from hft_search import load_spec
+    from hft_search.export import verify_spec
+
+    verification = verify_spec(load_spec(args.spec), folds=args.folds)
+    print(verification.table())
+    return 0 if verification.agrees else 1
+
+
+def _fold_list(text: str) -> list[int]:
+    try:
+        folds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give fold numbers separated by commas, e.g. 0,1") from None
+    if not folds:
+        raise argparse.ArgumentTypeError("give at least one fold number, e.g. 0")
+    return folds
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -207,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "metrics there (default: the provenance's URL)")
     p.add_argument("--force", action="store_true", help="replace an existing non-empty output folder")
     p.set_defaults(handler=_cmd_train)
+
+    p = sub.add_parser("verify", help="re-run an exported spec's recorded folds and compare the scores fold by "
+                       "fold (exit 0: they agree; 1: they do not)")
+    p.add_argument("spec", help="spec written by `hft-search export`")
+    p.add_argument("--folds", type=_fold_list, help="folds to re-run, e.g. 0,1 (default: every recorded fold)")
+    p.set_defaults(handler=_cmd_verify)
 
     p = sub.add_parser("predict", help="labels and probabilities for a csv/tsv/jsonl file")
     p.add_argument("model", help="model folder written by `hft-search train`")

@@ -65,8 +65,13 @@ class DistillConfig(_Group):
         None, ge=1, description="truncate the student to its bottom n blocks (None: as many as the base model)"
     )
     teacher: str | None = Field(None, description="path of a fine-tuned teacher checkpoint (None: fine-tune one)")
-    teacher_epochs: int | None = Field(
-        None, ge=1, description="epochs of the teacher fine-tune (None: training.epochs)"
+    # The teacher fine-tune's own settings. They are knobs of their own, not the student's training.* values,
+    # so that the teacher a trial distilled from is pinned by `export` and fitted again, unchanged, by `train`.
+    teacher_learning_rate: float = Field(5e-5, gt=0.0, description="peak learning rate of the teacher fine-tune")
+    teacher_epochs: int = Field(3, ge=1, description="epochs of the teacher fine-tune (no early stopping)")
+    teacher_batch_size: int = Field(32, ge=1, description="batch size of the teacher fine-tune")
+    teacher_seed: int | None = Field(
+        None, description="seed of the teacher fine-tune (None: the fit's own seed, per fold in the search)"
     )
 
 
@@ -273,7 +278,10 @@ class StudyOptions(_Section):
         "score", description="single objective, or also minimise the trainable fraction / student size (Pareto)"
     )
     sampler: Literal["tpe", "random", "gp", "cmaes", "grid", "nsga2"] = "tpe"
-    pruner: Literal["wilcoxon", "median", "none"] = "wilcoxon"
+    pruner: Literal["successive_halving", "hyperband", "wilcoxon", "median", "none"] = Field(
+        "wilcoxon", description="successive_halving/hyperband: multi-fidelity, decided after every fold-epoch; "
+        "wilcoxon/median: between folds"
+    )
     n_trials: int = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0, description="seconds; stop starting new trials after this")
     storage: str | None = Field(None, description="URL; None: $HFT_SEARCH_STORAGE, else sqlite:///hft.db in the CWD")
@@ -312,6 +320,15 @@ class StudySpec(_Section):
                 decided[group] = bool(named)
         return decided
 
+    def max_epochs(self) -> int:
+        """The most epochs a fold can train: ``training.epochs`` fixed, the top of its range, or the default."""
+        dist = self.search_space.get("training.epochs")
+        if isinstance(dist, CategoricalDist):
+            return int(max(dist.choices))
+        if dist is not None:
+            return int(dist.bounds[1])
+        return int(self.fixed.get("training.epochs", TrainingConfig.model_fields["epochs"].default))
+
     def search_hash(self) -> str:
         """A hash of what makes trials comparable (data, model, cv, search space, fixed knobs): a study may
         only be resumed with a spec of the same hash."""
@@ -348,6 +365,12 @@ def _parse_distribution(raw: Any) -> Distribution:
     return _DIST_KINDS[kinds[0]].model_validate(dict(raw))
 
 
+def _knob_value(name: str, value: Any) -> Any:
+    """``value`` as knob ``name`` holds it after validation."""
+    group, field = name.split(".", 1)
+    return getattr(GROUPS[group].model_validate({field: value}), field)
+
+
 def _check_knob_value(name: str, value: Any) -> str | None:
     """Why ``value`` is not valid for knob ``name``, or None when it is."""
     group, field = name.split(".", 1)
@@ -358,8 +381,9 @@ def _check_knob_value(name: str, value: Any) -> str | None:
     return None
 
 
-def _check_knobs(raw_space: Mapping[str, Any], raw_fixed: Mapping[str, Any]) -> tuple[dict, list[SpecIssue]]:
-    """Validate ``search_space`` and ``fixed`` knob by knob, collecting every problem."""
+def _check_knobs(raw_space: Mapping[str, Any], raw_fixed: dict[str, Any]) -> tuple[dict, list[SpecIssue]]:
+    """Validate ``search_space`` and ``fixed`` knob by knob, collecting every problem; valid ``fixed`` values
+    are replaced by their validated form."""
     valid = set(knob_names())
     listing = ", ".join(sorted(valid))
     space: dict[str, Distribution] = {}
@@ -375,6 +399,8 @@ def _check_knobs(raw_space: Mapping[str, Any], raw_fixed: Mapping[str, Any]) -> 
                     issues.append(SpecIssue(path, "is both searched and fixed; keep one"))
                 elif (why := _check_knob_value(name, raw)) is not None:
                     issues.append(SpecIssue(path, why))
+                else:  # the validated value: YAML reads `5e-5` (no dot) as a string, pydantic makes it a float
+                    raw_fixed[name] = _knob_value(name, raw)
                 continue
             try:
                 dist = _parse_distribution(raw)

@@ -40,7 +40,7 @@ import optuna
 import sqlalchemy
 from optuna.exceptions import ExperimentalWarning, StorageInternalError
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._rdb import models as rdb_models
+from optuna.storages._rdb import models as rdb_models  # private: pinned by optuna<6 in pyproject.toml
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 from optuna.trial import TrialState
 

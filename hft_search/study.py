@@ -57,7 +57,22 @@ def make_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.Ba
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    """Pruning between folds. Wilcoxon compares a trial's fold scores with the best trial's, fold by fold."""
+    """The spec's pruner.
+
+    Multi-fidelity (``successive_halving``, ``hyperband``) decide after every fold-epoch, the resource being
+    the fold-epochs a trial has trained (``fold * max_epochs + epoch``): a hopeless configuration stops after
+    its first epoch of fold 0, a promising one earns every fold. Successive halving (asynchronous, as in
+    ASHA) keeps the best third of the trials at 1, 3, 9 ... fold-epochs, all trials competing; Hyperband
+    runs several such schedules (brackets) side by side, which hedges against a too early first cut but
+    splits a small budget into brackets whose trials never compete. Wilcoxon compares a trial's fold scores
+    with the best trial's, fold by fold; median compares each fold score with the other trials' at that fold.
+    """
+    resource = spec.cv.folds * spec.max_epochs()
+    if spec.study.pruner == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3,
+                                                      min_early_stopping_rate=0)
+    if spec.study.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=resource, reduction_factor=3)
     if spec.study.pruner == "wilcoxon":
         if spec.cv.folds < 5:
             logger.warning("cv.folds=%d: the Wilcoxon pruner (p < 0.1) can only prune with 5 folds or more; "

@@ -32,11 +32,16 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def value_with_std(value: float, std: object) -> str:
+    """``0.8123 ± 0.0150``: a mean fold score and its spread over the folds, as every view shows it (the
+    spread is left out when it was not recorded)."""
+    return f"{value:.4f}" + (f" ± {std:.4f}" if isinstance(std, (int, float)) else "")
+
+
 def _value(trial: FrozenTrial) -> str:
     if trial.values is None:
         return "-"
-    std = trial.user_attrs.get("score_std")
-    head = f"{trial.values[0]:.4f}" + (f" ± {std:.4f}" if isinstance(std, float) else "")
+    head = value_with_std(trial.values[0], trial.user_attrs.get("score_std"))
     return " / ".join([head, *(f"{v:.4g}" for v in trial.values[1:])])
 
 
@@ -86,7 +91,7 @@ def best_summary(study: optuna.Study, trial_number: int | None = None) -> dict[s
         "trainable_fraction": attrs.get("trainable_fraction"),
         "trainable_params": attrs.get("trainable_params"),
         "params": dict(trial.params),
-        "provenance": {k: attrs.get(k) for k in ("data_fingerprint", "device", "seed", "versions",
+        "provenance": {k: attrs.get(k) for k in ("data_fingerprint", "device", "seeds", "versions",
                                                   "fold_times_s", "peak_memory_mb", "importance_cut",
                                                   "teacher_scores")},
     }

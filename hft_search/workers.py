@@ -211,7 +211,10 @@ def experimental(factory: Callable[[], Any]) -> Any:
 
 
 def _heartbeat_interval(study: optuna.Study) -> int | None:
-    """The storage's heartbeat interval; None for storages without heartbeats (journal)."""
+    """The storage's heartbeat interval; None for storages without heartbeats (journal).
+
+    ``Study`` has no public accessor for its storage in Optuna 5 (pinned <6 in pyproject.toml for this).
+    """
     interval = getattr(study._storage, "get_heartbeat_interval", None)
     return interval() if interval is not None else None
 
