@@ -81,7 +81,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hft_search.exceptions import StorageError, TrialFailure
 from hft_search.spec import StudySpec, grid_values
-from hft_search.storage import make_storage, mask_url, resolve_storage_url
+from hft_search.storage import check_url, make_storage, mask_spec_dump, mask_url, resolve_storage_url
 
 if TYPE_CHECKING:
     from hft_search.caching import Cache
@@ -145,11 +145,9 @@ def make_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.Ba
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    """Pruning between folds. Wilcoxon compares a trial's fold scores with the best trial's, fold by fold."""
+    """Pruning between folds. Wilcoxon compares a trial's fold scores with the best trial's, fold by fold (the
+    spec guarantees it enough folds: :data:`hft_search.spec.PRUNER_MIN_FOLDS`)."""
     if spec.study.pruner == "wilcoxon":
-        if spec.cv.folds < 5:
-            logger.warning("cv.folds=%d: the Wilcoxon pruner (p < 0.1) can only prune with 5 folds or more; "
-                           "use pruner: median for fewer folds", spec.cv.folds)
         return _experimental(lambda: optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2))
     if spec.study.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
@@ -175,24 +173,64 @@ def _storage_for(spec: StudySpec, url: str) -> BaseStorage:
 
 def _open_study_in(spec: StudySpec, backend: BaseStorage, url: str, name: str,
                    sampler_seed: int | None = None) -> optuna.Study:
-    study = optuna.create_study(storage=backend, study_name=name, directions=directions(spec),
-                                sampler=make_sampler(spec, sampler_seed), pruner=make_pruner(spec),
-                                load_if_exists=True)
+    try:
+        study = optuna.create_study(storage=backend, study_name=name, directions=directions(spec),
+                                    sampler=make_sampler(spec, sampler_seed), pruner=make_pruner(spec))
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=backend, pruner=make_pruner(spec))
+        created = False
     stored = study.user_attrs.get("spec_hash")
     if stored is None:
-        study.set_user_attr("spec", spec.model_dump(mode="json"))
+        study.set_user_attr("spec", mask_spec_dump(spec.model_dump(mode="json")))
         study.set_user_attr("spec_hash", spec.search_hash())
         study.set_user_attr("metric", spec.cv.metric)
         study.set_user_attr("objectives", spec.study.objectives)
-    elif stored != spec.search_hash():
-        raise StorageError(
-            f"study {name!r} in {mask_url(url)} was created from a different spec (data, model, cv or search "
-            "space changed); resuming would mix results. "
-            "Use --study-name NEW_NAME or restore the original spec."
-        )
+    check_resumable(study, spec, url)
+    if not created:
+        study.sampler = make_sampler(spec, resumed_seed(spec, study) if sampler_seed is None else sampler_seed)
     logger.info("study %s in %s: %d of %d trials done", name, mask_url(url), counted_trials(study),
                 spec.study.n_trials)
     return study
+
+
+def check_resumable(study: optuna.Study, spec: StudySpec, url: str) -> None:
+    """Refuse to resume a study that the spec contradicts: other directions, objectives or search.
+
+    Optuna keeps the directions a study was created with and ignores those of a later ``create_study``, so a
+    resumed study with another ``direction`` would silently optimise the old one, and one with other
+    ``objectives`` would fail every trial (the objective returns more values than the study takes), for ever.
+    """
+    stored_directions = [d.name.lower() for d in study.directions]
+    differences = []
+    if stored_directions != directions(spec):
+        differences.append(f"directions {stored_directions} (spec: {directions(spec)})")
+    stored_objectives = study.user_attrs.get("objectives")
+    if stored_objectives is not None and stored_objectives != spec.study.objectives:
+        differences.append(f"objectives {stored_objectives!r} (spec: {spec.study.objectives!r})")
+    if study.user_attrs.get("spec_hash") != spec.search_hash():
+        differences.append("data, model, cv, search space or fixed knobs")
+    if differences:
+        raise StorageError(
+            f"study {study.study_name!r} in {mask_url(url)} was created with other {'; '.join(differences)}; "
+            "resuming would mix incomparable trials. Use --study-name NEW_NAME (or a new spec `name`), "
+            "or restore the original spec.")
+
+
+def resumed_seed(spec: StudySpec, study: optuna.Study) -> int:
+    """The sampler seed of a process that joins or resumes an existing study.
+
+    With the spec's seed again, the sampler would replay the sequence of the first process: its random
+    start-up trials, or every trial of random search, would be configurations already fine-tuned. Mixing in
+    how many trials the study holds gives each resume a new sequence that is still a function of the study
+    (resuming the same study twice draws the same). Trials still RUNNING mean another process is at work on
+    the study right now, at the same count perhaps: then this process's id is mixed in too.
+    """
+    trials = study.get_trials(deepcopy=False)
+    parts = f"{spec.study.seed}:{len(trials)}"
+    if any(t.state == TrialState.RUNNING for t in trials):
+        parts += f":{socket.gethostname()}:{os.getpid()}"
+    return zlib.crc32(parts.encode())
 
 
 def target_trials(spec: StudySpec, n_trials: int | None = None) -> int:
@@ -277,13 +315,19 @@ class _Admission:
 
 
 class _HideSurplusFailures(logging.Filter):
-    """Drops Optuna's "Trial N failed" warnings about surplus trials: not failures (logged at INFO here)."""
+    """Drops Optuna's "Trial N failed" warnings about surplus trials: not failures (logged at INFO here).
+
+    Also takes the traceback off Optuna's warning about a trial ended by Ctrl-C or a second stop signal: it
+    shows where the process happened to be, which says nothing to a user; the one line stays.
+    """
 
     def __init__(self, admission: _Admission) -> None:
         super().__init__()
         self.admission = admission
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            record.exc_info, record.exc_text = None, None
         message = record.getMessage()
         return not any(message.startswith(f"Trial {n} failed") for n in self.admission.surplus)
 
@@ -533,13 +577,16 @@ def run_study(spec: StudySpec, *, n_trials: int | None = None, storage: str | No
     exactly ``n_trials``. ``objective`` replaces the CV objective (tests, benchmarks of the storage).
     """
     url = resolve_storage_url(storage, spec.study.storage)
-    backend = _storage_for(spec, url)  # a wrong URL fails here, before the model is loaded
+    if check_url(url) == "postgresql":
+        backend = _storage_for(spec, url)  # an unreachable server fails here, before the model is loaded
     fingerprint = None
     if objective is None:  # before the study: a spec whose data or model cannot load leaves no study behind
         from hft_search.objective import CVObjective
 
         cv = CVObjective(spec, cache=default_cache(spec, url), progress=progress)
         objective, fingerprint = cv, cv.data.fingerprint
+    if check_url(url) != "postgresql":
+        backend = _storage_for(spec, url)  # a file storage is created only once data and model have loaded
     study = _open_study_in(spec, backend, url, study_name or spec.name, sampler_seed)
     if fingerprint is not None and "data_fingerprint" not in study.user_attrs:
         study.set_user_attr("data_fingerprint", fingerprint)
@@ -607,9 +654,9 @@ def worker_seed(spec: StudySpec) -> int:
 
 
 def load_study(study_name: str, storage: str | None) -> optuna.Study:
-    """An existing study, with a clear error naming the studies that do exist."""
+    """An existing study, with a clear error naming the studies that do exist; creates nothing."""
     url = resolve_storage_url(storage, None)
-    backend = make_storage(url)
+    backend = make_storage(url, must_exist=True)
     try:
         return optuna.load_study(study_name=study_name, storage=backend)
     except KeyError:
@@ -627,3 +674,41 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
         return study.best_trial
     except ValueError:
         raise StorageError(f"study {study.study_name!r} has no completed trial yet; run it first") from None
+
+
+def requeue_running(study: optuna.Study, *, older_than_s: float = 0.0, max_retries: int = 3) -> list[int]:
+    """Mark the study's RUNNING trials that started more than ``older_than_s`` seconds ago FAIL, and re-queue
+    their parameters as WAITING trials; return their numbers (``hft-search requeue``).
+
+    The way out for storages without heartbeats (journal): there a worker that was killed leaves its trial
+    RUNNING for ever, holding one of the ``n_trials`` places. Only the user knows that no worker runs it any
+    more; a live worker whose trial is re-queued finds it FAIL at its end and drops its result.
+    """
+    now = time.time()
+    requeue = _experimental(lambda: RetryHeartbeatStaleTrialCallback(max_retry=max_retries))
+    done = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        started = trial.datetime_start.timestamp() if trial.datetime_start else now
+        if now - started < older_than_s:
+            continue
+        try:
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (UpdateFinishedTrialError, ValueError):
+            continue  # it finished meanwhile
+        requeue(study, _trial(study, trial.number))
+        done.append(trial.number)
+    return done
+
+
+def shortfall(study: optuna.Study, n_trials: int) -> str | None:
+    """Why a study ended below ``n_trials`` counted trials, with what to do; None when it reached them."""
+    trials = study.get_trials(deepcopy=False)
+    counted = sum(counts(t) for t in trials)
+    if counted >= n_trials:
+        return None
+    running = [t.number for t in trials if t.state == TrialState.RUNNING]
+    held = (f"; trials {', '.join(map(str, running))} are RUNNING in other workers, or in workers that died: "
+            f"if none runs them, `hft-search requeue --study {study.study_name} --storage URL` re-queues them"
+            if running else "")
+    return (f"study {study.study_name!r} stopped at {counted} of {n_trials} counted trials{held}; "
+            "run the same command again to continue")
