@@ -148,6 +148,40 @@ def _check_utf8(file: Path, what: str) -> None:
             from None
 
 
+def _check_rows(file: Path, what: str, delimiter: str | None) -> None:
+    """Check a csv/tsv (``delimiter``) or JSON-lines (None) file row by row, naming the first bad line.
+
+    ``datasets`` (through pandas and Arrow) reads a row with one field too many as an index column, and reports
+    a malformed JSON line as "an error occurred while generating the dataset"; a user needs the line.
+    """
+    rows = 0
+    with file.open(encoding="utf-8", newline="") as handle:
+        if delimiter is None:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise DataError(f"{what}: {file}, line {number}: not valid JSON ({error.msg})") from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{what}: {file}, line {number}: each line must be a JSON object")
+                rows += 1
+        else:
+            quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+            reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
+            header = next(reader, [])
+            for fields in reader:
+                if not fields:
+                    continue
+                if len(fields) != len(header):
+                    raise DataError(f"{what}: {file}, line {reader.line_num}: has {len(fields)} fields where the "
+                                    f"header has {len(header)}; fix the row or quote its text")
+                rows += 1
+    if rows == 0:
+        raise DataError(f"{what}: {file} has no rows")
+
+
 def read_table(path: str | Path, what: str, text_columns: Sequence[str] | None = None):  # noqa: ANN201
     """A local csv/tsv/jsonl/parquet file as a ``datasets.Dataset``: the one reader of training, test and
     ``predict`` input, so that a file that trains can be predicted.
@@ -162,7 +196,7 @@ def read_table(path: str | Path, what: str, text_columns: Sequence[str] | None =
     file = Path(path)
     if not file.is_file():
         found = "is a folder, not a file" if file.is_dir() else "does not exist"
-        raise DataError(f"{what}: {file} {found}; check the path (relative paths in a spec are resolved "
+        raise DataError(f"{what}: file {file} {found}; check the path (relative paths in a spec are resolved "
                         "against the spec file's folder)")
     suffix = file.suffix.lower()
     fmt = _FORMATS.get(suffix)
@@ -170,6 +204,8 @@ def read_table(path: str | Path, what: str, text_columns: Sequence[str] | None =
         raise DataError(f"{what}: {file} has an unknown extension; use .csv, .tsv, .jsonl or .parquet")
     if suffix in TEXT_SUFFIXES:
         _check_utf8(file, what)
+    if suffix in (".csv", ".tsv", ".jsonl"):
+        _check_rows(file, what, {".csv": ",", ".tsv": "\t"}.get(suffix))
     kwargs: dict[str, object] = {}
     if fmt == "csv":
         delimiter = "\t" if suffix == ".tsv" else ","
@@ -179,11 +215,22 @@ def read_table(path: str | Path, what: str, text_columns: Sequence[str] | None =
         kwargs = {"keep_default_na": False, "na_values": [""], "converters": dict.fromkeys(text_columns, str)}
         if suffix == ".tsv":
             kwargs.update(delimiter="\t", quoting=3)
+    datasets.disable_progress_bars()  # one "Generating train split" bar per file read says nothing to a user
     try:
         return datasets.load_dataset(fmt, data_files=str(file), split="train", **kwargs)
     except Exception as error:  # datasets raises many types for malformed files
-        raise DataError(f"{what}: {file} could not be read as {file.suffix}: "
-                        f"{' '.join(str(error).split())[:500]}") from None
+        raise DataError(f"{what}: {file} could not be read as {file.suffix}: {_causes(error)}") from None
+
+
+def _causes(error: BaseException) -> str:
+    """An error's message and those of the errors behind it, on one line: ``datasets`` wraps the real cause."""
+    parts, seen = [], set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen and len(parts) < 4:
+        seen.add(id(current))
+        parts.append(f"{type(current).__name__}: {' '.join(str(current).split())[:400]}")
+        current = current.__cause__ or current.__context__
+    return "; caused by ".join(parts)
 
 
 def _read_local(path: str, what: str, spec: DataSpec):  # noqa: ANN202 - a datasets.Dataset
