@@ -31,6 +31,7 @@ import re
 import sqlite3
 import time
 import traceback
+import urllib.parse
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -112,6 +113,28 @@ def _mask_match(match: re.Match[str]) -> str:
     if not at or not colon:
         return match[0]
     return f"{match['scheme']}{user}:{MASK}@{after}"
+
+
+def mask_error(text: str, url: str) -> str:
+    """``text`` (a driver's error about ``url``) with URLs masked, and every piece of ``url``'s password too.
+
+    A password with a raw ``@`` or ``/`` is misread by SQLAlchemy: part of it becomes the host or the database
+    name, and the driver quotes that part (``could not translate host name "ss3cr3t@127.0.0.1"``) where no URL
+    pattern can see it. So the password, its percent-decoded form and their pieces between such characters
+    (three characters or more) are masked wherever they appear.
+    """
+    masked = mask_url(text)
+    match = _URL.search(url)
+    if match is None:
+        return masked
+    _, colon, password = match["rest"].rpartition("@")[0].partition(":")
+    if not colon:
+        return masked
+    pieces = {piece for form in (password, urllib.parse.unquote(password))
+              for piece in (form, *re.split(r"[@/:?#]", form)) if len(piece) >= 3}
+    for piece in sorted(pieces, key=len, reverse=True):
+        masked = masked.replace(piece, MASK)
+    return masked
 
 
 def mask_spec_dump(dump: dict[str, Any]) -> dict[str, Any]:
@@ -266,8 +289,10 @@ def _check_exists(url: str, scheme: str) -> None:
     try:
         found = sqlalchemy.inspect(engine).has_table("studies")
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
-        summary = _summary(error) if not isinstance(error, ImportError) else f"{error}; {POSTGRES_INSTALL_HINT}"
-        raise StorageError(f"cannot open {mask_url(url)!r}: {summary}\n{_postgres_start_hint(url)}") from None
+        summary = mask_error(_summary(error), url) if not isinstance(error, ImportError) \
+            else f"{error}; {POSTGRES_INSTALL_HINT}"
+        raise StorageError(f"cannot open {mask_url(url)!r}: {summary}\n{mask_error(_postgres_start_hint(url), url)}") \
+            from None
     finally:
         engine.dispose()
     if not found:
@@ -428,7 +453,8 @@ def _rdb_storage(
             return _open_rdb_storage(url, engine_kwargs, heartbeat)
         except (sqlalchemy.exc.SQLAlchemyError, StorageInternalError) as error:
             if attempt == SCHEMA_CREATION_ATTEMPTS or not _lost_schema_race(error):
-                raise StorageError(f"cannot open {mask_url(url)!r}: {_summary(error)}\n{hint}") from None
+                raise StorageError(f"cannot open {mask_url(url)!r}: {mask_error(_summary(error), url)}\n"
+                                   f"{mask_error(hint, url)}") from None
         attempt += 1
         time.sleep(random.uniform(0.1, 0.5))
 

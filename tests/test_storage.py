@@ -321,7 +321,8 @@ class TestResolveStorageUrl:
         ("postgresql+psycopg://postgres:pa/ss3cr3t@127.0.0.1:1/x", "postgresql+psycopg://postgres:***@127.0.0.1:1/x"),
         ("postgresql://u:a/b?c#d:e@h/db", "postgresql://u:***@h/db"),
         ("postgresql://u:'q\"uo@te'@h/db", "postgresql://u:***@h/db"),
-        ("cannot open 'postgresql://u:s/e@c:r@h:5432/db': refused", "cannot open 'postgresql://u:***@h:5432/db': refused"),
+        ("cannot open 'postgresql://u:s/e@c:r@h:5432/db': refused",
+         "cannot open 'postgresql://u:***@h:5432/db': refused"),
         (
             "postgresql://u@h/db?sslmode=require&password=secret",
             "postgresql://u@h/db?sslmode=require&password=***",
