@@ -150,7 +150,7 @@ def model_facts(name: str, revision: str | None = None) -> ModelFacts:
     positions = getattr(config, "max_position_embeddings", None)
     absolute = getattr(config, "position_biased_input", True) and isinstance(positions, int)
     with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(config)
+        model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=False)
     block = layers_of(model).blocks[0]
     return ModelFacts(
         num_layers=num_layers_in_config(config),

@@ -78,8 +78,8 @@ def load_model(path: str | Path, *, int8: bool = False, device: str = "auto") ->
     folder = path / INT8_FOLDER if int8 else path
     if int8 and not folder.is_dir():
         raise ExportError(f"{path} has no int8 model; train it with --quantize int8")
-    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-    return SavedModel(path, model, AutoTokenizer.from_pretrained(folder), metadata,
+    model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=False).eval()
+    return SavedModel(path, model, AutoTokenizer.from_pretrained(folder, trust_remote_code=False), metadata,
                       torch.device("cpu") if int8 else resolve_device(device))
 
 
