@@ -337,6 +337,8 @@ class StudySpec(_Section):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:
+        """The spec as a runnable YAML file, its storage URL as given (password included: the file must run);
+        what is shown or stored goes through :func:`hft_search.storage.mask_spec_dump` instead."""
         body = self.model_dump(mode="json", by_alias=True, exclude_none=True)
         return yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
 
