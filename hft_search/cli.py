@@ -286,8 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("urllib3", "filelock", "datasets", "fsspec", "torchao", "httpx"):
+    for noisy in ("urllib3", "filelock", "datasets", "fsspec", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        # transformers imports torchao (when installed) as soon as a model is built, quantizing or not; its
+        # warnings about kernels this machine cannot load, and torch's about the enums it registers, say
+        # nothing about the user's run. ``--quantize`` imports it again on purpose; -v shows them.
+        for noisy in ("torchao", "torch.utils._pytree"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)

@@ -391,12 +391,16 @@ def test_11_the_dashboard_answers_only_its_own_host_names(tiny_spec_dict: dict) 
 # -- 12. no quantization imports at start-up ----------------------------------------------------------------
 
 
-def test_12_training_and_cli_imports_load_neither_peft_nor_torchao() -> None:
+def test_12_training_imports_no_quantization_and_validate_prints_no_noise(tiny_spec_dict: dict,
+                                                                           tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, tiny_spec_dict)
     code = ("import sys, hft_search.cli, hft_search.objective, hft_search.export; "
-            "print(sorted(m for m in ('peft', 'torchao', 'transformers.trainer_utils') if m in sys.modules))")
+            "print(sorted(m for m in ('peft', 'torchao', 'transformers.trainer_utils') if m in sys.modules)); "
+            f"sys.exit(hft_search.cli.main(['validate', {str(spec)!r}]))")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert result.stdout.strip() == "[]", result.stderr[-2000:]
+    assert result.returncode == 0 and result.stdout.startswith("[]\n"), result.stderr[-2000:]
+    assert result.stderr == ""
 
 
 # -- 12.7 contradictory specs ---------------------------------------------------------------------------------
