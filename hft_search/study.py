@@ -577,16 +577,17 @@ def run_study(spec: StudySpec, *, n_trials: int | None = None, storage: str | No
     exactly ``n_trials``. ``objective`` replaces the CV objective (tests, benchmarks of the storage).
     """
     url = resolve_storage_url(storage, spec.study.storage)
-    if check_url(url) == "postgresql":
-        backend = _storage_for(spec, url)  # an unreachable server fails here, before the model is loaded
+    # A database server is opened first, so that an unreachable one fails before the model is loaded; a file
+    # storage last, so that a run whose data or model cannot load leaves no empty database file behind.
+    backend = _storage_for(spec, url) if check_url(url) == "postgresql" else None
     fingerprint = None
     if objective is None:  # before the study: a spec whose data or model cannot load leaves no study behind
         from hft_search.objective import CVObjective
 
         cv = CVObjective(spec, cache=default_cache(spec, url), progress=progress)
         objective, fingerprint = cv, cv.data.fingerprint
-    if check_url(url) != "postgresql":
-        backend = _storage_for(spec, url)  # a file storage is created only once data and model have loaded
+    if backend is None:
+        backend = _storage_for(spec, url)
     study = _open_study_in(spec, backend, url, study_name or spec.name, sampler_seed)
     if fingerprint is not None and "data_fingerprint" not in study.user_attrs:
         study.set_user_attr("data_fingerprint", fingerprint)
