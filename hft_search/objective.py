@@ -365,7 +365,9 @@ def repeat_verdict(trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> fl
         return tuple(earlier.values) if len(earlier.values) > 1 else earlier.values[0]
     if earlier.state == optuna.trial.TrialState.PRUNED:
         raise optuna.TrialPruned(f"same configuration as trial {earlier.number}, which was pruned")
-    raise TrialFailure(f"same configuration as trial {earlier.number}: {earlier.user_attrs['fail_reason']}")
+    reason = f"same configuration as trial {earlier.number}: {earlier.user_attrs['fail_reason']}"
+    trial.set_user_attr("fail_reason", reason)
+    raise TrialFailure(reason)
 
 
 def _fail(trial: optuna.Trial, reason: str) -> None:
