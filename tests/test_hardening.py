@@ -22,9 +22,9 @@ from optuna.trial import TrialState
 from hft_search import load_spec, run_study, spec_from_dict
 from hft_search.cli import main
 from hft_search.data import load_data
-from hft_search.exceptions import DataError, StorageError
+from hft_search.exceptions import DataError, StorageError, TrialFailure
 from hft_search.files import atomic_folder
-from hft_search.objective import REASON_CHARS, error_text, suggest_config
+from hft_search.objective import REASON_CHARS, error_text, repeat_verdict, repeated_trial, suggest_config
 from hft_search.reports.server import make_server
 from hft_search.spec import DataSpec
 from hft_search.study import open_study, optimize, resumed_seed, shortfall
@@ -155,6 +155,27 @@ def test_4_a_configuration_already_scored_is_not_fine_tuned_again(tiny_spec_dict
             firsts[key] = trial
             assert "repeat_of" not in trial.user_attrs
     assert len(firsts) == 2 and len(study.trials) == 5
+
+
+@pytest.mark.parametrize("state", [TrialState.FAIL, TrialState.PRUNED, TrialState.COMPLETE])
+def test_4_a_repeated_configuration_ends_as_the_earlier_trial_did(state: TrialState) -> None:
+    study = optuna.create_study()
+    earlier = study.ask({"x": optuna.distributions.IntDistribution(0, 3)})
+    earlier.set_user_attr("fail_reason", "out of memory in fold 0")
+    study.tell(earlier, 0.5 if state == TrialState.COMPLETE else None, state=state)
+    study.enqueue_trial(earlier.params)
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_int("x", 0, 3)
+        return repeat_verdict(trial, repeated_trial(trial))
+
+    study.optimize(objective, n_trials=1, catch=(TrialFailure,))
+    repeat = study.trials[-1]
+    assert repeat.state == state and repeat.user_attrs["repeat_of"] == 0
+    if state == TrialState.FAIL:
+        assert repeat.user_attrs["fail_reason"] == "same configuration as trial 0: out of memory in fold 0"
+    if state == TrialState.COMPLETE:
+        assert repeat.value == 0.5
 
 
 # -- 5. outputs replace only regular files, never a link, a device, the input or the current folder --------
