@@ -38,10 +38,8 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
 import struct
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -52,6 +50,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+
+from hft_search.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -197,30 +197,6 @@ def _decode(blob: bytes) -> Any:
         raise _CorruptEntry(f"torch.load failed: {error}") from error
 
 
-def _write_atomic(path: Path, blob: bytes) -> None:
-    """Write ``blob`` to ``path`` so that no reader, and no crash, can ever expose a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(blob)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (the entry's directory record), not only the file's bytes."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     """Exclusive advisory lock on ``path`` (created if needed); released on exit or by the kernel on death."""
@@ -297,7 +273,7 @@ class Cache:
             _remove_leftovers(path)
             value = self._computed(kind, key, compute)
             _check_storable(value, f"value of kind {kind!r}")
-            _write_atomic(path, _encode(value))
+            write_atomic(path, _encode(value), shared=False)
         return value
 
     def _read(self, kind: str, key: str, path: Path, *, quiet: bool) -> tuple[Any] | None:

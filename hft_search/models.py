@@ -124,6 +124,42 @@ def num_layers_in_config(config: object) -> int:
     raise ModelError(f"model config {type(config).__name__} says nothing of its number of layers")
 
 
+@dataclass(frozen=True)
+class ModelFacts:
+    """What ``validate`` checks a spec against, read from the model's config without loading its weights."""
+
+    num_layers: int
+    max_positions: int | None
+    hidden_size: int | None
+    block_modules: tuple[str, ...]
+
+
+_POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2}
+"""RoBERTa-style models number positions from ``padding_idx + 1``: two of their position embeddings are unused."""
+
+
+def model_facts(name: str, revision: str | None = None) -> ModelFacts:
+    """Layers, input length, width and block module names of a model, from its config alone.
+
+    The modules are those of a model built from the config on the ``meta`` device: no weights are read and no
+    memory is taken, yet the names are exactly those LoRA's targets are matched against.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    config = load_config(name, revision)
+    positions = getattr(config, "max_position_embeddings", None)
+    absolute = getattr(config, "position_biased_input", True) and isinstance(positions, int)
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=False)
+    block = layers_of(model).blocks[0]
+    return ModelFacts(
+        num_layers=num_layers_in_config(config),
+        max_positions=positions - _POSITION_OFFSET.get(config.model_type, 0) if absolute else None,
+        hidden_size=getattr(config, "hidden_size", None) or getattr(config, "dim", None),
+        block_modules=tuple(name for name, _ in block.named_modules() if name),
+    )
+
+
 def resolve_source(name: str) -> str:
     """``minilm`` → the packaged model's folder; an existing path → itself; anything else → a hub name."""
     if name == PACKAGED_MINILM:

@@ -132,6 +132,9 @@ class CVObjective:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         config = suggest_config(trial, self.spec)
+        earlier = None if self.spec.study.allow_repeats else repeated_trial(trial)
+        if earlier is not None:
+            return repeat_verdict(trial, earlier)
         results: list[FoldResult] = []
         try:
             for fold in self._fold_range(trial):
@@ -150,12 +153,12 @@ class CVObjective:
             _fail(trial, f"{failure.reason} (fold {len(results)})")
             raise optuna.TrialPruned(failure.reason) from None
         except torch.OutOfMemoryError as error:
-            _fail(trial, f"out of memory in fold {len(results)}: {str(error).splitlines()[0][:200]}")
+            _fail(trial, f"out of memory in fold {len(results)}: {error_text(error)}")
             raise TrialFailure(f"out of memory in fold {len(results)}") from error
         except (optuna.TrialPruned, KeyboardInterrupt):
             raise
         except Exception as error:  # one broken configuration must not end the study
-            _fail(trial, f"{type(error).__name__} in fold {len(results)}: {str(error).splitlines()[0][:300]}")
+            _fail(trial, f"{type(error).__name__} in fold {len(results)}: {error_text(error)}")
             raise TrialFailure(f"{type(error).__name__}: {error}") from error
         finally:
             self._record(trial, config, results)
@@ -198,6 +201,65 @@ class CVObjective:
         from tqdm.auto import tqdm
 
         return tqdm(folds, desc=f"trial {trial.number} folds", leave=False, file=sys.stderr)
+
+
+REASON_CHARS = 2000
+"""Longest ``fail_reason``; longer ones keep their start and their end (where Python puts the cause)."""
+
+
+def error_text(error: BaseException) -> str:
+    """An exception's whole message and those of its causes on one line, for ``fail_reason``.
+
+    Not only the first line: many library errors say what went wrong last (``... size mismatch for
+    position_ids``), so a message is shortened only beyond :data:`REASON_CHARS`, in the middle.
+    """
+    parts = [" ".join(str(error).split())]
+    cause = error.__cause__
+    while cause is not None and len(parts) < 5:
+        parts.append(f"caused by {type(cause).__name__}: {' '.join(str(cause).split())}")
+        cause = cause.__cause__
+    text = "; ".join(parts)
+    if len(text) <= REASON_CHARS:
+        return text
+    half = REASON_CHARS // 2
+    return f"{text[:half]} ... {text[-half:]}"
+
+
+_VERDICTS = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+
+
+def repeated_trial(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+    """The first trial of the study with ``trial``'s parameters that ended with a verdict, or None.
+
+    A verdict is COMPLETE, PRUNED, or FAIL with a ``fail_reason``; an interrupted trial (FAIL without one)
+    has none and may run again. Folds and seeds are the study's, so a configuration fine-tuned again would
+    only give the same score at the price of k fine-tunes.
+    """
+    for other in trial.study.get_trials(deepcopy=False, states=_VERDICTS):
+        if other.number != trial.number and other.params == trial.params and (
+                other.state != optuna.trial.TrialState.FAIL or "fail_reason" in other.user_attrs):
+            return other
+    return None
+
+
+def repeat_verdict(trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> float | tuple[float, ...]:
+    """End ``trial`` as ``earlier`` ended, without fine-tuning: its values, its pruning or its failure.
+
+    The sampler learns that this point is known (Optuna's advice for repeated samples); the trial records
+    ``repeat_of`` and the earlier trial's attributes, so reports and ``export`` see a complete trial.
+    """
+    logger.info("trial %d repeats the configuration of trial %d: its verdict is reused, nothing is fine-tuned "
+                "(set study.allow_repeats to fine-tune repeats)", trial.number, earlier.number)
+    for key, value in earlier.user_attrs.items():
+        trial.set_user_attr(key, value)
+    trial.set_user_attr("repeat_of", earlier.number)
+    if earlier.state == optuna.trial.TrialState.COMPLETE:
+        return tuple(earlier.values) if len(earlier.values) > 1 else earlier.values[0]
+    if earlier.state == optuna.trial.TrialState.PRUNED:
+        raise optuna.TrialPruned(f"same configuration as trial {earlier.number}, which was pruned")
+    reason = f"same configuration as trial {earlier.number}: {earlier.user_attrs['fail_reason']}"
+    trial.set_user_attr("fail_reason", reason)
+    raise TrialFailure(reason)
 
 
 def _fail(trial: optuna.Trial, reason: str) -> None:

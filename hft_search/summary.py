@@ -17,12 +17,19 @@ _KEY_PARAMS = ("training.learning_rate", "freeze.layers", "importance.threshold"
 
 
 def validate(path: str | Path, *, check_model: bool = True) -> StudySpec:
-    """Load a spec and, unless told not to, check its layer knobs against the model's config."""
+    """Load a spec and, unless told not to, check it against the model's config: layer counts, input length,
+    LoRA rank and targets, and that a given teacher checkpoint loads. What passes here does not fail every
+    trial later."""
     spec = load_spec(path)
     if check_model:
-        from hft_search.models import load_config, num_layers_in_config
+        from hft_search.models import load_config, model_facts
 
-        check_against_layers(spec, num_layers_in_config(load_config(spec.model.name, spec.model.revision)))
+        facts = model_facts(spec.model.name, spec.model.revision)
+        check_against_layers(spec, facts.num_layers, max_positions=facts.max_positions,
+                             hidden_size=facts.hidden_size, block_modules=facts.block_modules)
+        teacher = spec.fixed.get("distill.teacher")
+        if isinstance(teacher, str):
+            load_config(teacher)
     return spec
 
 

@@ -306,6 +306,29 @@ def test_predict_bad_input_is_one_clear_error_and_writes_nothing(trained: Traine
     assert expected in err and "Traceback" not in err and not out.exists()
 
 
+def test_predict_reads_parquet_through_the_training_reader(trained: TrainedModel, tiny_test_csv: Path,
+                                                            tmp_path: Path) -> None:
+    import datasets
+
+    parquet = tmp_path / "test.parquet"
+    datasets.load_dataset("csv", data_files=str(tiny_test_csv), split="train").to_parquet(str(parquet))
+    from_csv = predict_file(trained.path, tiny_test_csv)
+    from_parquet = predict_file(trained.path, parquet, tmp_path / "out.jsonl")
+    assert [r["predicted_label"] for r in from_parquet] == [r["predicted_label"] for r in from_csv]
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == len(from_csv)
+
+
+def test_predict_replaces_an_output_only_with_force(trained: TrainedModel, tiny_test_csv: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out.csv"
+    out.write_text("keep me")
+    args = ["predict", str(trained.path), "--input", str(tiny_test_csv), "--output", str(out)]
+    assert main(args) == 2
+    assert "--force" in capsys.readouterr().err and out.read_text() == "keep me"
+    assert main([*args, "--force"]) == 0
+    assert out.read_text().startswith("text,label,predicted_label")
+
+
 def test_tune_threshold_maximises_the_metric_between_observed_probabilities() -> None:
     labels = np.array([0, 0, 0, 1, 1, 1])
     positive = np.array([0.1, 0.2, 0.35, 0.3, 0.4, 0.45])  # argmax calls everything negative

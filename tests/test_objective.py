@@ -39,7 +39,8 @@ def test_each_sampler_runs(tiny_spec_dict: dict, sampler: str) -> None:
 
 @pytest.mark.parametrize("pruner", ["successive_halving", "hyperband", "wilcoxon", "median", "none"])
 def test_each_pruner_runs(tiny_spec_dict: dict, pruner: str) -> None:
-    spec = spec_with(tiny_spec_dict, study={"pruner": pruner, "n_trials": 2})
+    folds = {"folds": 5} if pruner == "wilcoxon" else {}
+    spec = spec_with(tiny_spec_dict, cv=folds, study={"pruner": pruner, "n_trials": 2})
     assert len(run_study(spec).trials) == 2
 
 

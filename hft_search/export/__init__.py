@@ -12,7 +12,7 @@ models and ``verify``) as the search, so the final model is trained by the code 
 """
 
 from hft_search.export._metrics import LABEL_METRICS, Threshold, classification_metrics, decide, tune_threshold
-from hft_search.export._predict import SavedModel, load_model, predict_file, read_table
+from hft_search.export._predict import SavedModel, load_model, predict_file, read_rows
 from hft_search.export._quantize import INT8_SCHEMES, QuantizationReport, choose_scheme
 from hft_search.export._spec import export_best, export_spec, pareto_table, spec_text
 from hft_search.export._train import (
@@ -50,7 +50,7 @@ __all__ = [
     "load_model",
     "pareto_table",
     "predict_file",
-    "read_table",
+    "read_rows",
     "record_final_model",
     "spec_text",
     "train_final",

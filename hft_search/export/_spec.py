@@ -28,9 +28,9 @@ import yaml
 from optuna.trial import FrozenTrial
 
 from hft_search.exceptions import ExportError
-from hft_search.export._files import check_writable, write_text_atomic
+from hft_search.files import check_output, write_text_atomic
 from hft_search.spec import StudySpec, spec_from_dict
-from hft_search.storage import mask_url, resolve_storage_url
+from hft_search.storage import mask_spec_dump, mask_url, resolve_storage_url
 from hft_search.study import load_study
 from hft_search.summary import pick_trial, value_with_std
 
@@ -111,7 +111,7 @@ def export_spec(study: optuna.Study, trial_number: int | None = None, *,
         missing = "study user attribute 'spec'" if stored is None else f"trial {trial.number}'s attribute 'config'"
         raise ExportError(f"study {study.study_name!r} lacks the {missing}; only studies run by hft-search "
                           "(hft-search run / worker) can be exported")
-    raw = json.loads(json.dumps(stored))
+    raw = mask_spec_dump(json.loads(json.dumps(stored)))  # studies stored before masking hold the password
     fixed, origin = dict(config), provenance(study, trial, storage_url)
     best_epochs = trial.user_attrs.get("fold_best_epochs")
     if best_epochs:
@@ -121,13 +121,15 @@ def export_spec(study: optuna.Study, trial_number: int | None = None, *,
                                    f"folds {best_epochs} (the search ran up to {config['training.epochs']} with "
                                    "early stopping and scored each fold at its best epoch)"))
     raw.update(name=f"{study.study_name}-trial{trial.number}", search_space={}, fixed=fixed, provenance=origin)
-    raw["study"] = {**raw.get("study", {}), "n_trials": 1}
+    # One fixed configuration prunes nothing; "none" also keeps a study stored with a pruner its folds could
+    # not use (allowed before that was a spec error) exportable.
+    raw["study"] = {**raw.get("study", {}), "n_trials": 1, "pruner": "none"}
     return spec_from_dict(raw, source=f"trial {trial.number} of study {study.study_name!r}")
 
 
 def spec_text(spec: StudySpec, fmt: SpecFormat = "yaml") -> str:
     """The spec as YAML or JSON; knobs whose value is ``None`` stay in ``fixed`` so they remain pinned."""
-    body = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    body = mask_spec_dump(spec.model_dump(mode="json", by_alias=True, exclude_none=True))
     body["fixed"] = spec.model_dump(mode="json")["fixed"]
     if fmt == "json":
         return json.dumps(body, indent=2) + "\n"
@@ -149,8 +151,7 @@ def export_best(study_name: str, storage: str | None, output: str | Path, *, tri
     The format follows ``fmt``, else the file's suffix (``.json`` → JSON, anything else YAML). An existing
     ``output`` is only replaced with ``force``.
     """
-    output = Path(output)
-    check_writable(output, force=force)
+    output = check_output(output, force=force)
     url = resolve_storage_url(storage, None)
     spec = export_spec(load_study(study_name, url), trial, storage_url=url)
     fmt = fmt or ("json" if output.suffix.lower() == ".json" else "yaml")

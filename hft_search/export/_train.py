@@ -37,7 +37,6 @@ from transformers import AutoTokenizer
 from hft_search.cv import CrossValidator, fit_teacher, package_versions, teacher_setting
 from hft_search.data import LabelledData, TokenizedSplit, load_data, tokenize
 from hft_search.exceptions import ExportError
-from hft_search.export._files import atomic_folder, check_writable
 from hft_search.export._metrics import Threshold, check_tunable, classification_metrics, score, tune_threshold
 from hft_search.export._quantize import (
     Footprint,
@@ -48,9 +47,10 @@ from hft_search.export._quantize import (
     quantize_folder,
     weights_size_mb,
 )
+from hft_search.files import atomic_folder, check_output, write_text_atomic
 from hft_search.models import BaseModel, load_base, resolve_source
 from hft_search.spec import HybridConfig, StudySpec, check_against_layers
-from hft_search.storage import mask_url, resolve_storage_url
+from hft_search.storage import mask_spec_dump, mask_url, resolve_storage_url
 from hft_search.study import default_cache, load_study
 from hft_search.training import FineTuneResult, fine_tune, predict_logits, resolve_device
 
@@ -214,8 +214,8 @@ def _metadata(inputs: _Inputs, fit: FineTuneResult, rows: dict[str, Any]) -> dic
         "text_column": spec.data.text_column,
         "text_pair_column": spec.data.text_pair_column,
         "max_length": spec.model.max_length,
-        "spec": spec.model_dump(mode="json"),
-        "provenance": spec.provenance,
+        "spec": mask_spec_dump(spec.model_dump(mode="json")),
+        "provenance": mask_spec_dump({"provenance": spec.provenance})["provenance"],
         "config": inputs.config.flat(),
         "training": {"rows": len(inputs.train), "seed": spec.cv.seed, "device": str(inputs.device),
                      "epochs": len(fit.history), "train_time_s": fit.train_time_s,
@@ -244,8 +244,8 @@ def train_final(spec: StudySpec, output: str | Path, *, quantize: Literal["int8"
         storage: where the study named by the spec's provenance lives (default: the provenance's URL); the
             final metrics are recorded there as the study attribute ``final_model`` when it is reachable.
     """
-    output = Path(output)
-    check_writable(output, force=force, what="folder")
+    output = check_output(output, force=force, kind="folder",
+                          inputs=(spec.data.train, spec.data.test, spec.fixed.get("distill.teacher")))
     if quantize not in (None, "int8"):
         raise ExportError(f"--quantize {quantize}: only int8 is supported")
     inputs = _prepare(spec)
@@ -277,7 +277,7 @@ def train_final(spec: StudySpec, output: str | Path, *, quantize: Literal["int8"
         if quantize == "int8":
             rows["quantized"] = _quantize(inputs, staging, fit.model, int8_scheme, cut).to_dict()
         metadata = _metadata(inputs, fit, rows)
-        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(staging / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")
     logger.info("saved the model to %s", output)
     record_final_model(spec, output, metadata, storage)
     return TrainedModel(output, metadata, test_probs)
