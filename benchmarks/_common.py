@@ -175,7 +175,7 @@ def trial_seconds(trial: Any) -> float:
 
 def timed_trial(study: Any, objective: Any) -> tuple[Any, float]:
     """Run one more trial of ``study`` through the worker loop; the trial and the loop's wall time."""
-    from hft_search.study import optimize
+    from hft_search.workers import optimize
 
     before = len(study.get_trials(deepcopy=False))
     start = time.perf_counter()

@@ -29,7 +29,7 @@ import optuna
 
 from benchmarks._common import Context, bench_spec, check
 from hft_search.storage import delete_study_if_exists, make_storage, mask_url
-from hft_search.study import counts
+from hft_search.workers import counts
 
 WORKER_COMMAND = [sys.executable, "-m", "hft_search.cli", "worker"]
 

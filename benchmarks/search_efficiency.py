@@ -29,7 +29,8 @@ from hft_search.data import load_data
 from hft_search.models import load_base, load_config, num_layers_in_config
 from hft_search.objective import CVObjective
 from hft_search.spec import StudySpec
-from hft_search.study import open_study, optimize
+from hft_search.study import open_study
+from hft_search.workers import optimize
 
 SAMPLERS = {"tpe+wilcoxon": {"sampler": "tpe", "pruner": "wilcoxon"},
             "random": {"sampler": "random", "pruner": "none"}}

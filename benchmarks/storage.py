@@ -1,7 +1,7 @@
 """Benchmark of the study storages under many workers: SQLite, PostgreSQL and an Optuna journal file.
 
 For 1, 2, 4 and 8 worker processes on each storage, the workers run the real worker loop
-(:func:`hft_search.study.optimize`: place check, heartbeats, stale-trial sweeps) with a near-zero-cost
+(:func:`hft_search.workers.optimize`: place check, heartbeats, stale-trial sweeps) with a near-zero-cost
 objective that writes to the storage what a 3-fold CV trial writes (``tests/cheap_worker.py``). They start
 together (after their imports) and finish the study's trials together. Measured per configuration:
 
@@ -60,7 +60,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from cheap_worker import CheapObjective, cheap_spec  # noqa: E402
 
 from hft_search.storage import delete_study_if_exists, make_storage  # noqa: E402
-from hft_search.study import counts, open_study, optimize  # noqa: E402
+from hft_search.study import open_study  # noqa: E402
+from hft_search.workers import counts, optimize
 
 RESULTS = RESULTS_DIR / "storage.json"
 QUICKSTART = ROOT / "studies" / "quickstart.yaml"
@@ -125,7 +126,7 @@ def worker_main(argv: Sequence[str]) -> int:
     """``storage.py _worker URL STUDY N_TRIALS GO_FILE STATS_FILE``: one metered worker, started by a file.
 
     It opens the study (as ``hft-search worker`` does first) before it reports ready, so that the meter sees
-    the trial loop of :func:`hft_search.study.optimize` only: the per-trial cost, not the one-off start.
+    the trial loop of :func:`hft_search.workers.optimize` only: the per-trial cost, not the one-off start.
     """
     url, name, n_trials, go, stats = argv
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -124,9 +124,14 @@ def load_tokenizer(name: str, revision: str | None = None):  # noqa: ANN201 - a 
     return classifier_tokenizer(_from_pretrained("AutoTokenizer", name, revision), load_config(name, revision))
 
 
+_POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2}
+"""RoBERTa-style models number positions from ``padding_idx + 1``: two of their position embeddings are unused."""
+
+
 @dataclass(frozen=True)
 class ModelInfo:
-    """What ``hft-search validate`` says of a model: family, blocks, parameters and valid LoRA targets."""
+    """What ``hft-search validate`` checks a spec against and says of a model, read from its config alone:
+    family, blocks, parameters, input length, width, the module names of a block and the valid LoRA targets."""
 
     family: str  # the registry key (``config.model_type``)
     label: str
@@ -135,6 +140,9 @@ class ModelInfo:
     parameters: int
     lora_targets: tuple[str, ...]  # every module-name suffix a block's projections answer to
     default_lora_targets: tuple[str, ...]
+    max_positions: int | None  # None: relative positions (no length limit from the embeddings)
+    hidden_size: int | None
+    block_modules: tuple[str, ...]
 
     def describe(self) -> str:
         kind = "decoder" if self.decoder else "encoder"
@@ -144,20 +152,27 @@ class ModelInfo:
 
 
 def model_info(name: str, revision: str | None = None) -> ModelInfo:
-    """Family, blocks, parameter count and LoRA targets from the config alone (weights are not read).
+    """Family, blocks, parameter count, input length, width and LoRA targets from the config alone.
 
-    The architecture is built on the ``meta`` device: shapes without memory, so this is cheap for any size.
+    The architecture is built on the ``meta`` device: shapes without memory, so this is cheap for any size,
+    yet the module names are exactly those LoRA's targets are matched against.
     """
     from transformers import AutoModelForSequenceClassification
 
     config = load_config(name, revision)
     family = family_name(config)
     with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(config)
+        model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=False)
     layers = layers_of(model)
-    return ModelInfo(family, FAMILIES[family].label, FAMILIES[family].decoder, layers.num_layers,
-                     sum(p.numel() for p in model.parameters()), tuple(block_linear_names(layers)),
-                     FAMILIES[family].lora_targets)
+    positions = getattr(config, "max_position_embeddings", None)
+    absolute = getattr(config, "position_biased_input", True) and isinstance(positions, int)
+    return ModelInfo(
+        family, FAMILIES[family].label, FAMILIES[family].decoder, layers.num_layers,
+        sum(p.numel() for p in model.parameters()), tuple(block_linear_names(layers)),
+        FAMILIES[family].lora_targets,
+        max_positions=positions - _POSITION_OFFSET.get(config.model_type, 0) if absolute else None,
+        hidden_size=getattr(config, "hidden_size", None) or getattr(config, "dim", None),
+        block_modules=tuple(name for name, _ in layers.blocks[0].named_modules() if name))
 
 
 @dataclass

@@ -1,57 +1,5 @@
-"""Studies: storage, samplers and pruners from a spec, and the loop that lets any number of workers, on any
-number of machines, finish **exactly** ``n_trials`` trials together.
-
-Which trials count
-    A trial *counts* towards ``n_trials`` once it ended with a verdict: COMPLETE, PRUNED, or FAIL with a
-    recorded ``fail_reason`` (out of memory, an exception in a fold). A FAIL trial without a reason was
-    interrupted (Ctrl-C, a killed worker, a lost database connection) and does not count, so re-running the
-    same command, or starting more workers, continues to ``n_trials`` in total instead of starting over or
-    stopping short.
-
-Exactly ``n_trials``, without a lock
-    Optuna's ``MaxTrialsCallback`` is racy across workers: two of them may both start "the last" trial. Here a
-    trial *holds a place* when it counts or may still count (RUNNING, WAITING), and places go by trial number.
-    When a trial starts (a new one or a re-queued WAITING one), before its objective does any work, the worker
-    counts the trials with a *lower number* that hold a place. When there are already ``n_trials`` of them,
-    this trial is *surplus*: it ends at once as FAIL with the user attribute ``surplus: true`` and never
-    counts (samplers ignore FAIL trials; reports can tell it from a real failure by that attribute).
-
-    Why that is exact: Optuna numbers trials under a lock on the study row, so all workers agree on the order
-    and every trial numbered below one is visible when that one starts. A trial that holds a place can only
-    lose it (interrupted: FAIL without a reason), never regain it, and trials created or re-queued later get
-    higher numbers. So once a trial is admitted, the places below it stay below ``n_trials``: the trials that
-    count can never exceed ``n_trials``. They cannot stay below it either, because a worker only leaves when
-    ``n_trials`` trials count (or it is told to stop, or the timeout passes).
-
-The worker loop
-    Before each trial a worker looks at the study:
-
-    * a WAITING trial exists (a re-queued trial of a dead or interrupted worker): run it, even when
-      ``n_trials`` trials already count (it is then surplus at once), so that no trial is left waiting;
-    * ``n_trials`` trials count: the study is done, leave;
-    * fewer than ``n_trials`` trials hold a place: start a trial;
-    * otherwise every remaining place is held by a RUNNING trial of another worker: wait, polling every
-      heartbeat interval (at most :data:`MAX_POLL_S`), because that worker may die. Its trial then stops
-      beating; after the grace period a waiting worker marks it FAIL and re-queues its parameters as a WAITING
-      trial (:func:`hft_search.storage.make_storage`, at most ``max_retries`` times; a trial whose worker
-      died before its first heartbeat too), and runs it. The RUNNING
-      trials of live workers are theirs to finish. With a journal storage there is no heartbeat (Optuna 5.0),
-      a dead worker's trial would hold its place for ever, so the worker leaves instead of waiting.
-
-Stopping a worker
-    :func:`run_worker` catches SIGTERM and SIGINT. The first lets the current trial end normally, then the
-    worker leaves (exit status 0). A second raises :class:`KeyboardInterrupt` inside the trial: it ends FAIL
-    without a reason and this worker re-queues its parameters at once (as for a dead worker), so another
-    worker, or the next start, runs it again. A worker killed outright (SIGKILL, power loss) is covered by
-    the heartbeat. With a journal storage, a re-queued trial waits for the next worker start.
-
-Storage outages
-    When the database goes away (restart, fail-over, network), a worker retries it with growing pauses and
-    goes on as soon as it answers; after :data:`RECONNECT_WINDOW_S` seconds it gives up with a
-    :class:`~hft_search.exceptions.StorageError`. The trial it was running when the connection broke is
-    handed back: marked FAIL if it is still RUNNING, and re-queued. A trial that another worker declared
-    dead meanwhile (no heartbeat for the grace period) was already re-queued by that worker; its result is
-    dropped with a warning.
+"""Studies: the storage, sampler and pruner a spec asks for, opening or resuming a study (checked against the
+spec), and running it with the worker loop of :mod:`hft_search.workers`.
 """
 
 from __future__ import annotations
@@ -59,65 +7,32 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
 import socket
-import sys
-import threading
-import time
-import warnings
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import optuna
-import sqlalchemy
-from optuna.exceptions import ExperimentalWarning, StorageInternalError, UpdateFinishedTrialError
-from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from hft_search.exceptions import StorageError, TrialFailure
+from hft_search.exceptions import StorageError
 from hft_search.spec import StudySpec, grid_values
-from hft_search.storage import make_storage, mask_url, resolve_storage_url
+from hft_search.storage import check_url, make_storage, mask_spec_dump, mask_url, resolve_storage_url
+from hft_search.workers import (
+    GracefulStop,
+    Objective,
+    StopRequested,
+    counted_trials,
+    experimental,
+    optimize,
+    worker_seed,
+)
 
 if TYPE_CHECKING:
     from hft_search.caching import Cache
 
 logger = logging.getLogger(__name__)
-
-Objective = Callable[[optuna.Trial], Any]
-StopRequested = Callable[[], bool]
-
-SURPLUS_ATTR = "surplus"
-"""Trial user attribute (``True``) of a trial that started after ``n_trials`` places were taken."""
-
-MAX_POLL_S = 10.0
-"""Longest wait between two looks at a study whose remaining places are all held by running trials."""
-
-RECONNECT_WINDOW_S = 600.0
-"""How long a worker keeps retrying a storage that does not answer before it gives up."""
-
-_STORAGE_ERRORS = (StorageInternalError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
-"""What a lost database connection raises (Optuna wraps most SQLAlchemy errors in StorageInternalError)."""
-
-
-def counts(trial: FrozenTrial) -> bool:
-    """Whether a finished trial counts towards ``n_trials`` (see the module docstring)."""
-    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-        return True
-    return trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs
-
-
-def holds_place(trial: FrozenTrial) -> bool:
-    """Whether a trial counts or may still count: it takes one of the ``n_trials`` places."""
-    return trial.state in (TrialState.RUNNING, TrialState.WAITING) or counts(trial)
-
-
-def counted_trials(study: optuna.Study) -> int:
-    return sum(counts(t) for t in study.get_trials(deepcopy=False))
 
 
 def make_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.BaseSampler:
@@ -127,7 +42,7 @@ def make_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.Ba
     seed = spec.study.seed if seed is None else seed
     name = spec.study.sampler
     if name == "tpe":  # multivariate, group and constant_liar are "experimental": wanted here, warning or not
-        return _experimental(lambda: optuna.samplers.TPESampler(
+        return experimental(lambda: optuna.samplers.TPESampler(
             seed=seed, multivariate=True, group=True, constant_liar=True,
             n_startup_trials=min(10, max(2, spec.study.n_trials // 3))))
     if name == "random":
@@ -145,12 +60,24 @@ def make_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.Ba
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    """Pruning between folds. Wilcoxon compares a trial's fold scores with the best trial's, fold by fold."""
-    if spec.study.pruner == "wilcoxon":
-        if spec.cv.folds < 5:
-            logger.warning("cv.folds=%d: the Wilcoxon pruner (p < 0.1) can only prune with 5 folds or more; "
-                           "use pruner: median for fewer folds", spec.cv.folds)
-        return _experimental(lambda: optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2))
+    """The spec's pruner.
+
+    Multi-fidelity (``successive_halving``, ``hyperband``) decide after every fold-epoch, the resource being
+    the fold-epochs a trial has trained (``fold * max_epochs + epoch``): a hopeless configuration stops after
+    its first epoch of fold 0, a promising one earns every fold. Successive halving (asynchronous, as in
+    ASHA) keeps the best third of the trials at 1, 3, 9 ... fold-epochs, all trials competing; Hyperband
+    runs several such schedules (brackets) side by side, which hedges against a too early first cut but
+    splits a small budget into brackets whose trials never compete. Wilcoxon compares a trial's fold scores
+    with the best trial's, fold by fold; median compares each fold score with the other trials' at that fold.
+    """
+    resource = spec.cv.folds * spec.max_epochs()
+    if spec.study.pruner == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3,
+                                                      min_early_stopping_rate=0)
+    if spec.study.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=resource, reduction_factor=3)
+    if spec.study.pruner == "wilcoxon":  # the spec guarantees it enough folds (spec.PRUNER_MIN_FOLDS)
+        return experimental(lambda: optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2))
     if spec.study.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
     return optuna.pruners.NopPruner()
@@ -175,24 +102,64 @@ def _storage_for(spec: StudySpec, url: str) -> BaseStorage:
 
 def _open_study_in(spec: StudySpec, backend: BaseStorage, url: str, name: str,
                    sampler_seed: int | None = None) -> optuna.Study:
-    study = optuna.create_study(storage=backend, study_name=name, directions=directions(spec),
-                                sampler=make_sampler(spec, sampler_seed), pruner=make_pruner(spec),
-                                load_if_exists=True)
+    try:
+        study = optuna.create_study(storage=backend, study_name=name, directions=directions(spec),
+                                    sampler=make_sampler(spec, sampler_seed), pruner=make_pruner(spec))
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=backend, pruner=make_pruner(spec))
+        created = False
     stored = study.user_attrs.get("spec_hash")
     if stored is None:
-        study.set_user_attr("spec", spec.model_dump(mode="json"))
+        study.set_user_attr("spec", mask_spec_dump(spec.model_dump(mode="json")))
         study.set_user_attr("spec_hash", spec.search_hash())
         study.set_user_attr("metric", spec.cv.metric)
         study.set_user_attr("objectives", spec.study.objectives)
-    elif stored != spec.search_hash():
-        raise StorageError(
-            f"study {name!r} in {mask_url(url)} was created from a different spec (data, model, cv or search "
-            "space changed); resuming would mix results. "
-            "Use --study-name NEW_NAME or restore the original spec."
-        )
+    check_resumable(study, spec, url)
+    if not created:
+        study.sampler = make_sampler(spec, resumed_seed(spec, study) if sampler_seed is None else sampler_seed)
     logger.info("study %s in %s: %d of %d trials done", name, mask_url(url), counted_trials(study),
                 spec.study.n_trials)
     return study
+
+
+def check_resumable(study: optuna.Study, spec: StudySpec, url: str) -> None:
+    """Refuse to resume a study that the spec contradicts: other directions, objectives or search.
+
+    Optuna keeps the directions a study was created with and ignores those of a later ``create_study``, so a
+    resumed study with another ``direction`` would silently optimise the old one, and one with other
+    ``objectives`` would fail every trial (the objective returns more values than the study takes), for ever.
+    """
+    stored_directions = [d.name.lower() for d in study.directions]
+    differences = []
+    if stored_directions != directions(spec):
+        differences.append(f"directions {stored_directions} (spec: {directions(spec)})")
+    stored_objectives = study.user_attrs.get("objectives")
+    if stored_objectives is not None and stored_objectives != spec.study.objectives:
+        differences.append(f"objectives {stored_objectives!r} (spec: {spec.study.objectives!r})")
+    if study.user_attrs.get("spec_hash") != spec.search_hash():
+        differences.append("data, model, cv, search space or fixed knobs")
+    if differences:
+        raise StorageError(
+            f"study {study.study_name!r} in {mask_url(url)} was created with other {'; '.join(differences)}; "
+            "resuming would mix incomparable trials. Use --study-name NEW_NAME (or a new spec `name`), "
+            "or restore the original spec.")
+
+
+def resumed_seed(spec: StudySpec, study: optuna.Study) -> int:
+    """The sampler seed of a process that joins or resumes an existing study.
+
+    With the spec's seed again, the sampler would replay the sequence of the first process: its random
+    start-up trials, or every trial of random search, would be configurations already fine-tuned. Mixing in
+    how many trials the study holds gives each resume a new sequence that is still a function of the study
+    (resuming the same study twice draws the same). Trials still RUNNING mean another process is at work on
+    the study right now, at the same count perhaps: then this process's id is mixed in too.
+    """
+    trials = study.get_trials(deepcopy=False)
+    parts = f"{spec.study.seed}:{len(trials)}"
+    if any(t.state == TrialState.RUNNING for t in trials):
+        parts += f":{socket.gethostname()}:{os.getpid()}"
+    return zlib.crc32(parts.encode())
 
 
 def target_trials(spec: StudySpec, n_trials: int | None = None) -> int:
@@ -222,307 +189,6 @@ def default_cache(spec: StudySpec, storage_url: str) -> Cache:
     return Cache(Path.cwd() / ".hft_cache")
 
 
-@dataclass(frozen=True)
-class _Census:
-    """What a worker needs to know about a study before it starts a trial."""
-
-    counted: int
-    running: int
-    waiting: int
-
-    @classmethod
-    def of(cls, study: optuna.Study) -> _Census:
-        trials = study.get_trials(deepcopy=False)
-        return cls(counted=sum(counts(t) for t in trials),
-                   running=sum(t.state == TrialState.RUNNING for t in trials),
-                   waiting=sum(t.state == TrialState.WAITING for t in trials))
-
-    def next_step(self, n_trials: int) -> bool | None:
-        """True: start a trial; False: the study is done; None: all free places are held by running trials."""
-        if self.waiting:
-            return True
-        if self.counted >= n_trials:
-            return False
-        return True if self.counted + self.running < n_trials else None
-
-
-class _Surplus(Exception):
-    """Ends a trial that started after ``n_trials`` places were taken (see the module docstring)."""
-
-
-class _Admission:
-    """The objective as the workers run it: first the place check, then the real objective.
-
-    Remembers the number of the trial it last started, so that the worker can hand that trial back when it
-    is interrupted, and the surplus trials, whose FAIL Optuna should not report as a failure.
-    """
-
-    def __init__(self, objective: Objective, n_trials: int) -> None:
-        self.objective = objective
-        self.n_trials = n_trials
-        self.number: int | None = None
-        self.surplus: set[int] = set()
-
-    def __call__(self, trial: optuna.Trial) -> Any:
-        self.number = trial.number
-        earlier = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number]
-        taken = sum(holds_place(t) for t in earlier)
-        if taken >= self.n_trials:
-            self.surplus.add(trial.number)
-            trial.set_user_attr(SURPLUS_ATTR, True)
-            logger.info("trial %d is surplus: %d trials before it already hold the %d places; "
-                        "it does not count", trial.number, taken, self.n_trials)
-            raise _Surplus(f"trial {trial.number} is surplus")
-        return self.objective(trial)
-
-
-class _HideSurplusFailures(logging.Filter):
-    """Drops Optuna's "Trial N failed" warnings about surplus trials: not failures (logged at INFO here)."""
-
-    def __init__(self, admission: _Admission) -> None:
-        super().__init__()
-        self.admission = admission
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(message.startswith(f"Trial {n} failed") for n in self.admission.surplus)
-
-
-@contextmanager
-def _hiding_surplus_failures(admission: _Admission) -> Iterator[None]:
-    """Installs :class:`_HideSurplusFailures` on the logger of Optuna's optimize loop (if it is renamed, the
-    warnings merely show)."""
-    optimize_logger = logging.getLogger("optuna.study._optimize")
-    hide = _HideSurplusFailures(admission)
-    optimize_logger.addFilter(hide)
-    try:
-        yield
-    finally:
-        optimize_logger.removeFilter(hide)
-
-
-def _experimental(factory: Callable[[], Any]) -> Any:
-    """Call an Optuna API marked experimental that this module relies on on purpose, without its warning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        return factory()
-
-
-def _heartbeat_interval(study: optuna.Study) -> int | None:
-    """The storage's heartbeat interval; None for storages without heartbeats (journal)."""
-    interval = getattr(study._storage, "get_heartbeat_interval", None)
-    return interval() if interval is not None else None
-
-
-def _storage_failure(error: BaseException | None) -> BaseException | None:
-    """The storage error behind ``error``: itself, its cause, or one it was raised while handling.
-
-    Optuna 5.0 reports a ``tell`` that fails in an outage as an ``UnboundLocalError`` raised while handling
-    the storage error, so the whole chain is searched.
-    """
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, _STORAGE_ERRORS):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def _trial(study: optuna.Study, number: int) -> FrozenTrial:
-    return study.get_trials(deepcopy=False)[number]
-
-
-def _requeued(study: optuna.Study, number: int) -> bool:
-    """Whether a WAITING copy of trial ``number`` was already made (by a heartbeat sweep or a hand-back)."""
-    history = RetryHeartbeatStaleTrialCallback.retry_history
-    return _experimental(lambda: any(number in history(t) for t in study.get_trials(deepcopy=False)))
-
-
-def _describe(error: BaseException) -> str:
-    """The database driver's message of a storage error, on one line, without credentials."""
-    if isinstance(error, StorageInternalError) and error.__cause__ is not None:
-        error = error.__cause__  # Optuna's wrapper says only that "an exception is raised during the commit"
-    return mask_url(" ".join(str(getattr(error, "orig", None) or error).split()))
-
-
-class _Worker:
-    """One worker's loop over trials; see "The worker loop" in the module docstring."""
-
-    def __init__(self, study: optuna.Study, objective: Objective, n_trials: int, *, timeout: float | None,
-                 max_retries: int, stop: StopRequested) -> None:
-        self.study = study
-        self.n_trials = n_trials
-        self.admission = _Admission(objective, n_trials)
-        self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.stop = stop
-        interval = _heartbeat_interval(study)
-        self.poll_s = None if interval is None else min(float(interval), MAX_POLL_S)
-        self.requeue = _experimental(lambda: RetryHeartbeatStaleTrialCallback(max_retry=max_retries))
-
-    def run(self, after_trial: Callable[[], None]) -> None:
-        with _hiding_surplus_failures(self.admission):
-            while self._may_go_on():
-                try:
-                    if not self._wait_for_place():
-                        return
-                    self.admission.number = None
-                    self.study.optimize(self.admission, n_trials=1, catch=(TrialFailure, _Surplus),
-                                        gc_after_trial=True)
-                    after_trial()
-                except KeyboardInterrupt:
-                    self._try_hand_back()
-                    raise
-                except Exception as error:
-                    self._recover(error)
-
-    def _recover(self, error: Exception) -> None:
-        """Go on after a lost storage connection or a trial taken over by another worker; re-raise the rest."""
-        failure = _storage_failure(error)
-        if failure is not None:
-            self._wait_for_storage(failure)
-            self._try_hand_back()
-        elif self._taken_over():
-            logger.warning("trial %s was declared dead by another worker (no heartbeat for the grace period, "
-                           "e.g. during a database outage) and re-queued there; its result here is dropped",
-                           self.admission.number)
-        else:
-            raise error
-
-    def _may_go_on(self) -> bool:
-        return not self.stop() and (self.deadline is None or time.monotonic() < self.deadline)
-
-    def _wait_for_place(self) -> bool:
-        """Wait until this worker should start a trial (True), or leave (False); see the module docstring."""
-        announced = False
-        while self._may_go_on():
-            census = _Census.of(self.study)
-            step = census.next_step(self.n_trials)
-            if step is not None:
-                return step
-            if self.poll_s is None:
-                logger.info("the remaining %d places of study %s are held by running trials of other "
-                            "workers, and the storage has no heartbeat to tell if they are alive: leaving",
-                            self.n_trials - census.counted, self.study.study_name)
-                return False
-            if not announced:
-                logger.info("waiting: the remaining %d places are held by running trials of other workers "
-                            "(a trial whose worker died is retried here after its grace period)",
-                            self.n_trials - census.counted)
-                announced = True
-            self._sleep(self.poll_s)
-            _experimental(lambda: optuna.storages.fail_stale_trials(self.study))
-        return False
-
-    def _sleep(self, seconds: float) -> None:
-        """Sleep in short steps, so that a stop request or the timeout ends the wait at once."""
-        end = time.monotonic() + seconds
-        while self._may_go_on() and (left := end - time.monotonic()) > 0:
-            time.sleep(min(left, 0.2))
-
-    def _wait_for_storage(self, error: BaseException) -> None:
-        """Retry the storage with a growing pause until it answers, for :data:`RECONNECT_WINDOW_S` at most."""
-        summary = _describe(error)
-        logger.warning("storage unavailable (%s); retrying for up to %.0f s", summary, RECONNECT_WINDOW_S)
-        given_up = time.monotonic() + RECONNECT_WINDOW_S
-        pause = 0.5
-        while time.monotonic() < given_up:
-            if not self._may_go_on():
-                return  # stopping: the trial's heartbeat has stopped, another worker will retry it
-            self._sleep(pause)
-            try:
-                self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            except _STORAGE_ERRORS:
-                pause = min(2 * pause, MAX_POLL_S)
-                continue
-            logger.info("storage reachable again; going on")
-            return
-        raise StorageError(f"the storage of study {self.study.study_name!r} did not answer for "
-                           f"{RECONNECT_WINDOW_S:.0f} s: {summary}. Check the database, then start the "
-                           "worker again: finished trials are kept.") from None
-
-    def _hand_back(self) -> None:
-        """The trial this worker could not finish: mark it FAIL if still RUNNING, and re-queue it once.
-
-        A trial that another worker's heartbeat sweep failed is re-queued by that worker (skipped here).
-        Should both re-queue it in the millisecond between that sweep's two writes, the parameters run twice;
-        the count stays exact (the later copy is surplus or takes a free place).
-        """
-        number = self.admission.number
-        if number is None:
-            return
-        trial = _trial(self.study, number)
-        if trial.state == TrialState.RUNNING:
-            try:
-                self.study.tell(number, state=TrialState.FAIL)
-            except (UpdateFinishedTrialError, ValueError):
-                return  # ended meanwhile by another worker's heartbeat sweep, which re-queues it
-            trial = _trial(self.study, number)
-        if trial.state == TrialState.FAIL and not counts(trial) and number not in self.admission.surplus \
-                and not _requeued(self.study, number):
-            self.requeue(self.study, trial)
-            logger.info("trial %d re-queued with the same parameters", number)
-
-    def _try_hand_back(self) -> None:
-        """Hand the trial back if the storage answers; if it does not, the trial's heartbeat has stopped, and
-        another worker retries it after the grace period."""
-        try:
-            self._hand_back()
-        except Exception as error:  # an interrupt or the first storage error is what the user must see
-            logger.warning("could not re-queue trial %s (%s); it is retried once its heartbeat is stale",
-                           self.admission.number, mask_url(str(error)))
-
-    def _taken_over(self) -> bool:
-        number = self.admission.number
-        return number is not None and _trial(self.study, number).state == TrialState.FAIL \
-            and _requeued(self.study, number)
-
-
-@contextmanager
-def _progress_bar(enabled: bool, n_trials: int, done: int) -> Iterator[Any]:
-    if not enabled:
-        yield None
-        return
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=n_trials, initial=done, desc="trials", file=sys.stderr)
-    try:
-        yield bar
-    finally:
-        bar.close()
-
-
-def optimize(study: optuna.Study, objective: Objective, n_trials: int, *, timeout: float | None = None,
-             progress: bool = False, max_retries: int = 3, stop: StopRequested | None = None) -> optuna.Study:
-    """Run trials until ``n_trials`` count in the study, across every worker (see the module docstring).
-
-    Args:
-        study: the study, opened on a storage that all workers share.
-        objective: the objective; it runs only for trials that hold a place.
-        n_trials: the total of counted trials wanted in the study, whoever runs them.
-        timeout: seconds after which no new trial starts.
-        progress: show a progress bar of the counted trials.
-        max_retries: how often the trial of an interrupted worker is re-queued (as for a dead worker).
-        stop: called before each trial and while waiting; True makes the worker leave.
-    """
-    census = _Census.of(study)
-    if census.next_step(n_trials) is False:
-        logger.info("study %s already has %d counted trials (n_trials=%d); nothing to run",
-                    study.study_name, census.counted, n_trials)
-        return study
-    worker = _Worker(study, objective, n_trials, timeout=timeout, max_retries=max_retries,
-                     stop=stop or (lambda: False))
-    with _progress_bar(progress, n_trials, census.counted) as bar:
-
-        def after_trial() -> None:
-            if bar is not None:
-                bar.n = min(counted_trials(study), n_trials)
-                bar.refresh()
-
-        worker.run(after_trial)
-    return study
-
-
 def run_study(spec: StudySpec, *, n_trials: int | None = None, storage: str | None = None,
               study_name: str | None = None, progress: bool = False,
               objective: Objective | None = None, stop: StopRequested | None = None,
@@ -533,55 +199,22 @@ def run_study(spec: StudySpec, *, n_trials: int | None = None, storage: str | No
     exactly ``n_trials``. ``objective`` replaces the CV objective (tests, benchmarks of the storage).
     """
     url = resolve_storage_url(storage, spec.study.storage)
-    backend = _storage_for(spec, url)  # a wrong URL fails here, before the model is loaded
+    # A database server is opened first, so that an unreachable one fails before the model is loaded; a file
+    # storage last, so that a run whose data or model cannot load leaves no empty database file behind.
+    backend = _storage_for(spec, url) if check_url(url) == "postgresql" else None
     fingerprint = None
     if objective is None:  # before the study: a spec whose data or model cannot load leaves no study behind
         from hft_search.objective import CVObjective
 
         cv = CVObjective(spec, cache=default_cache(spec, url), progress=progress)
         objective, fingerprint = cv, cv.data.fingerprint
+    if backend is None:
+        backend = _storage_for(spec, url)
     study = _open_study_in(spec, backend, url, study_name or spec.name, sampler_seed)
     if fingerprint is not None and "data_fingerprint" not in study.user_attrs:
         study.set_user_attr("data_fingerprint", fingerprint)
     return optimize(study, objective, target_trials(spec, n_trials), timeout=spec.study.timeout,
                     progress=progress, max_retries=spec.study.max_retries, stop=stop)
-
-
-class GracefulStop:
-    """SIGTERM/SIGINT handling of a worker: the first signal asks it to stop after its current trial, a second
-    one raises :class:`KeyboardInterrupt` at once (the trial is then re-queued; see the module docstring).
-
-    Use as a context manager, which installs the handlers and puts the previous ones back; called, it says
-    whether a stop was asked. Signal handlers can only be installed from the main thread: elsewhere it
-    installs nothing and a stop is never asked.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def __call__(self) -> bool:
-        return self.requested
-
-    def __enter__(self) -> GracefulStop:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        if self.requested:
-            raise KeyboardInterrupt(f"second stop signal ({name})")
-        self.requested = True
-        logger.warning("%s: stopping after the current trial; send it again to abort the trial now (it is "
-                       "then re-queued for another worker)", name)
 
 
 def run_worker(spec: StudySpec, *, storage: str | None = None, study_name: str | None = None,
@@ -596,20 +229,10 @@ def run_worker(spec: StudySpec, *, storage: str | None = None, study_name: str |
                          stop=stop, sampler_seed=worker_seed(spec))
 
 
-def worker_seed(spec: StudySpec) -> int:
-    """The sampler seed of one worker: the spec's seed mixed with this host and process.
-
-    Every worker builds its own sampler; with the spec's seed in all of them, the random start-up trials of
-    TPE (and every trial of random search) would be the same configurations in every worker, fine-tuned
-    twice. Folds and training seeds stay the spec's, so trials remain comparable across workers.
-    """
-    return (spec.study.seed + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())) % 2**32
-
-
 def load_study(study_name: str, storage: str | None) -> optuna.Study:
-    """An existing study, with a clear error naming the studies that do exist."""
+    """An existing study, with a clear error naming the studies that do exist; creates nothing."""
     url = resolve_storage_url(storage, None)
-    backend = make_storage(url)
+    backend = make_storage(url, must_exist=True)
     try:
         return optuna.load_study(study_name=study_name, storage=backend)
     except KeyError:

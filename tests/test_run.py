@@ -12,7 +12,8 @@ from optuna.trial import TrialState
 from hft_search import run_study, spec_from_dict
 from hft_search.cli import main
 from hft_search.exceptions import StorageError
-from hft_search.study import counted_trials, open_study
+from hft_search.study import open_study
+from hft_search.workers import counted_trials
 
 
 def write_spec(tmp_path: Path, raw: dict) -> Path:
@@ -42,7 +43,7 @@ def test_run_two_trials_then_resume(tiny_spec_dict: dict, tmp_path: Path) -> Non
 def test_resume_with_a_different_search_space_is_refused(tiny_spec_dict: dict) -> None:
     open_study(spec_from_dict(tiny_spec_dict))
     changed = {**tiny_spec_dict, "search_space": {"training.learning_rate": {"float": [1e-5, 1e-4]}}}
-    with pytest.raises(StorageError, match="different spec"):
+    with pytest.raises(StorageError, match="data, model, cv, search space or fixed knobs.*--study-name"):
         open_study(spec_from_dict(changed))
 
 

@@ -29,17 +29,8 @@ from optuna.trial import FrozenTrial, TrialState
 from test_storage import SECRET, abandon_a_trial, postgres_url, unreachable_postgres_url
 
 from hft_search.storage import delete_study_if_exists, make_storage
-from hft_search.study import (
-    SURPLUS_ATTR,
-    counted_trials,
-    counts,
-    make_sampler,
-    open_study,
-    optimize,
-    run_worker,
-    target_trials,
-    worker_seed,
-)
+from hft_search.study import make_sampler, open_study, run_worker, target_trials
+from hft_search.workers import SURPLUS_ATTR, counted_trials, counts, optimize, worker_seed
 
 WORKER = Path(__file__).with_name("cheap_worker.py")
 HEARTBEAT_S = 1
@@ -381,7 +372,7 @@ def test_each_worker_process_samples_its_own_configurations(tmp_path: Path):
     """With the spec's seed in every worker, the first random trials would be the same in all of them."""
     spec = cheap_spec("seeds", f"sqlite:///{tmp_path / 'seeds.db'}", 4, sampler="random")
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from cheap_worker import cheap_spec; "
-            "from hft_search.study import worker_seed; print(worker_seed(cheap_spec('s', 'sqlite://', 4)))")
+            "from hft_search.workers import worker_seed; print(worker_seed(cheap_spec('s', 'sqlite://', 4)))")
     seeds = {int(subprocess.run([sys.executable, "-c", code, str(WORKER.parent)], capture_output=True, text=True,
                                 check=True).stdout) for _ in range(2)}
     assert len(seeds) == 2 and worker_seed(spec) not in seeds

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +33,7 @@ from torch import nn
 
 from hft_search.data import TokenizedSplit
 from hft_search.exceptions import TrialFailure
-from hft_search.models import BaseModel
+from hft_search.models import BaseModel, truncate
 from hft_search.spec import HybridConfig, TrainingConfig
 from hft_search.strategies import Setup, merge, prepare
 from hft_search.strategies.distillation import DistillationLoss
@@ -73,6 +73,7 @@ class FineTuneResult:
     valid_probs: torch.Tensor | None  # softmax probabilities on `valid` from the best weights
     optimizer_state_bytes: int = 0
     gradient_checkpointing: bool = False  # training.gradient_checkpointing as resolved for this model
+    model_params: int = 0  # parameters of the model as deployed: the (truncated) student, without adapters
 
 
 class EarlyStopping:
@@ -114,6 +115,27 @@ def set_dropout(model: nn.Module, p: float | None) -> None:
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = p
+
+
+EpochCallback = Callable[[int, float], None]
+"""Called after each evaluated epoch with ``(epoch, validation score)``; raising from it ends the fine-tune
+(the search's multi-fidelity pruning stops a hopeless configuration this way)."""
+
+
+def initial_model(base: BaseModel, config: HybridConfig, seed: int) -> nn.Module:
+    """The model a fine-tune starts from: ``base.fresh(seed)``, the dropout override, and the distillation
+    student's truncation.
+
+    Why one helper: importance scores must describe the very model that is trained. For a truncated student
+    that is the student (after truncation, before freeze, LoRA or masks), so the cross-validator scores the
+    model this function returns, and :func:`fine_tune` trains it.
+    """
+    model = base.fresh(seed)
+    set_dropout(model, config.training.dropout)
+    wanted = config.distill.student_layers
+    if config.distill.enabled and wanted is not None and wanted < base.num_layers:
+        truncate(model, wanted)
+    return model
 
 
 @contextlib.contextmanager
@@ -258,12 +280,14 @@ def fine_tune(
     teacher_logits: torch.Tensor | None = None,
     importance_scores: Mapping[str, torch.Tensor] | None = None,
     merge_lora: bool = False,
+    on_epoch: EpochCallback | None = None,
 ) -> FineTuneResult:
-    """Fine-tune ``base.fresh(seed)`` under ``config`` on ``train``; score and early-stop on ``valid``.
+    """Fine-tune :func:`initial_model` under ``config`` on ``train``; score and early-stop on ``valid``.
 
     ``teacher_logits`` ([len(train), num_labels], row-aligned with ``train``) are required when distillation
-    has ``alpha > 0``. ``importance_scores`` from :func:`compute_importance` on ``base.fresh(seed)`` are
-    computed here when not given. Without ``valid`` every epoch runs and the score is nan.
+    has ``alpha > 0``. ``importance_scores`` from :func:`compute_importance` on ``initial_model(base, config,
+    seed)`` are computed here when not given. Without ``valid`` every epoch runs and the score is nan.
+    ``on_epoch`` sees each epoch's validation score (see :data:`EpochCallback`).
     A non-finite loss raises :class:`~hft_search.exceptions.TrialFailure`; a configuration that cannot fit the
     device raises :class:`~hft_search.exceptions.DeviceMemoryError` before training; CUDA out-of-memory
     propagates.
@@ -274,8 +298,8 @@ def fine_tune(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with seeded(seed, device):
-        model = base.fresh(seed)
-        set_dropout(model, training.dropout)
+        model = initial_model(base, config, seed)
+        model_params = sum(p.numel() for p in model.parameters())
         if config.importance.enabled and importance_scores is None:
             importance_scores = compute_importance(model, train, config.importance,
                                                    batch_size=training.batch_size, device=device, seed=seed)
@@ -285,7 +309,7 @@ def fine_tune(
         checkpointing, frozen = _fit_device(setup, training, train, device)
         total_steps = training.epochs * math.ceil(len(train) / training.batch_size)
         trainer = _Trainer(setup, training, device, total_steps, teacher_logits)
-        outcome = _train(trainer, setup, training, train, valid, metric, seed)
+        outcome = _train(trainer, setup, training, train, valid, metric, seed, on_epoch)
     trainable, total = setup.trainable_count(), setup.total_count()
     peak_bytes = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
                   else trainer.memory_estimate_bytes())
@@ -301,7 +325,7 @@ def fine_tune(
         trainable_fraction=trainable / total, importance_cut=setup.importance_cut,
         train_time_s=outcome.seconds, peak_memory_mb=peak_bytes / 2**20,
         model=merge(model) if merge_lora else model, valid_probs=outcome.probs,
-        optimizer_state_bytes=state_bytes, gradient_checkpointing=checkpointing)
+        optimizer_state_bytes=state_bytes, gradient_checkpointing=checkpointing, model_params=model_params)
     del trainer, setup, model
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -319,7 +343,7 @@ class _Outcome:
 
 
 def _train(trainer: _Trainer, setup: Setup, training: TrainingConfig, train: TokenizedSplit,
-           valid: TokenizedSplit | None, metric: str, seed: int) -> _Outcome:
+           valid: TokenizedSplit | None, metric: str, seed: int, on_epoch: EpochCallback | None) -> _Outcome:
     """The epoch loop with evaluation and early stopping (best weights restored at the end)."""
     generator = torch.Generator().manual_seed(seed)
     stopper = EarlyStopping(training.patience)
@@ -343,6 +367,8 @@ def _train(trainer: _Trainer, setup: Setup, training: TrainingConfig, train: Tok
             logger.info("epoch %d: train loss %.4f (no validation split)", epoch, train_loss)
         else:
             logger.info("epoch %d: train loss %.4f, valid %s %.4f", epoch, train_loss, metric, score)
+            if on_epoch is not None:
+                on_epoch(epoch, score)
         if valid is not None and stopper.should_stop:
             break
     elapsed = time.perf_counter() - start
