@@ -86,6 +86,7 @@ SUITE: dict[str, str | Script] = {
     "caching": "benchmarks.caching",
     "scaling": "benchmarks.scaling",
     "search_quality": "benchmarks.search_quality",
+    "decoder": "benchmarks.decoder",
     "engine": Script("benchmarks.engine", _engine_argv, _engine_targets),
     "storage": Script("benchmarks.storage", _storage_argv, _storage_targets),
 }

@@ -58,5 +58,9 @@ class TrialFailure(HFTSearchError, RuntimeError):
         super().__init__(reason)
 
 
+class DeviceMemoryError(HFTSearchError, RuntimeError):
+    """A fine-tune would not fit the device's free memory; raised before training, saying what to change."""
+
+
 class ExportError(HFTSearchError, ValueError):
     """An export, train or predict request cannot be carried out as asked."""
