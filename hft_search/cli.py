@@ -243,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return getattr(error, "exit_code", EXIT_USAGE)  # 1 for a run that failed (ConsecutiveFailures)
     except KeyboardInterrupt:
         print("interrupted: finished trials are stored; run the same command again to continue", file=sys.stderr)
         return 130

@@ -58,5 +58,15 @@ class TrialFailure(HFTSearchError, RuntimeError):
         super().__init__(reason)
 
 
+class ConsecutiveFailures(HFTSearchError, RuntimeError):
+    """A worker saw ``study.max_consecutive_failures`` trials in a row fail from an exception: most likely a bug
+    or a broken setup that every further trial would hit too, so the worker stops instead of spending the budget.
+
+    The command line exits with :attr:`exit_code` (1: the run failed, not the input).
+    """
+
+    exit_code = 1
+
+
 class ExportError(HFTSearchError, ValueError):
     """An export, train or predict request cannot be carried out as asked."""

@@ -282,12 +282,13 @@ class CVObjective:
             _fail(trial, f"{failure.reason} (fold {len(outcomes)})")
             raise optuna.TrialPruned(failure.reason) from None
         except torch.OutOfMemoryError as error:
-            _fail(trial, f"out of memory in fold {len(outcomes)}: {str(error).splitlines()[0][:200]}")
+            _fail(trial, f"out of memory in fold {len(outcomes)}: {str(error).splitlines()[0][:200]}", kind="oom")
             raise TrialFailure(f"out of memory in fold {len(outcomes)}") from error
         except (optuna.TrialPruned, KeyboardInterrupt):
             raise
         except Exception as error:  # one broken configuration must not end the study
-            _fail(trial, f"{type(error).__name__} in fold {len(outcomes)}: {str(error).splitlines()[0][:300]}")
+            _fail(trial, f"{type(error).__name__} in fold {len(outcomes)}: {str(error).splitlines()[0][:300]}",
+                  kind="exception")
             raise TrialFailure(f"{type(error).__name__}: {error}") from error
         finally:
             self._record(trial, config, outcomes)
@@ -308,9 +309,13 @@ class CVObjective:
         return tqdm(folds, desc=f"trial {trial.number} folds", leave=False, file=sys.stderr)
 
 
-def _fail(trial: optuna.Trial, reason: str) -> None:
+def _fail(trial: optuna.Trial, reason: str, kind: str | None = None) -> None:
+    """Record why a trial stops; ``kind`` ("oom" or "exception") for a FAIL trial, read by the worker loop's
+    fail-fast rule (``study.max_consecutive_failures``)."""
     logger.warning("trial %d: %s", trial.number, reason)
     trial.set_user_attr("fail_reason", reason)
+    if kind is not None:
+        trial.set_user_attr("failure_kind", kind)
 
 
 def _release_memory() -> None:

@@ -281,6 +281,9 @@ class StudyOptions(_Section):
     heartbeat_interval: int = Field(60, ge=1, description="seconds between worker heartbeats (RDB storages)")
     grace_period: int | None = Field(None, ge=1, description="seconds without heartbeat before a trial is retried")
     max_retries: int = Field(3, ge=0, description="times a trial of a dead worker is re-queued")
+    max_consecutive_failures: int = Field(
+        3, ge=1, description="a worker stops (exit 1) after this many trials in a row fail from an exception "
+        "(a bug, not out of memory)")
 
 
 class StudySpec(_Section):

@@ -155,7 +155,8 @@ def run_study(spec: StudySpec, *, n_trials: int | None = None, storage: str | No
     if fingerprint is not None and "data_fingerprint" not in study.user_attrs:
         study.set_user_attr("data_fingerprint", fingerprint)
     return optimize(study, objective, target_trials(spec, n_trials), timeout=spec.study.timeout,
-                    progress=progress, max_retries=spec.study.max_retries, stop=stop)
+                    progress=progress, max_retries=spec.study.max_retries,
+                    max_consecutive_failures=spec.study.max_consecutive_failures, stop=stop)
 
 
 def run_worker(spec: StudySpec, *, storage: str | None = None, study_name: str | None = None,

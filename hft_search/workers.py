@@ -38,6 +38,14 @@ The worker loop
       trials of live workers are theirs to finish. With a journal storage there is no heartbeat (Optuna 5.0),
       a dead worker's trial would hold its place for ever, so the worker leaves instead of waiting.
 
+Failing fast
+    A trial that fails from an exception (``failure_kind: "exception"``, recorded by the objective) most
+    likely hit a bug or a broken setup that the next trial hits too. After ``max_consecutive_failures`` such
+    trials in a row, counted by each worker over its own trials, the worker stops with
+    :class:`~hft_search.exceptions.ConsecutiveFailures` (exit status 1) instead of spending the budget on it.
+    Out-of-memory trials (``failure_kind: "oom"``) are a property of the configuration's size, not a bug:
+    they neither count towards that streak nor end it; a COMPLETE or PRUNED trial ends it.
+
 Stopping a worker
     :func:`run_worker` catches SIGTERM and SIGINT. The first lets the current trial end normally, then the
     worker leaves (exit status 0). A second raises :class:`KeyboardInterrupt` inside the trial: it ends FAIL
@@ -77,7 +85,7 @@ from optuna.exceptions import ExperimentalWarning, StorageInternalError, UpdateF
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from hft_search.exceptions import StorageError, TrialFailure
+from hft_search.exceptions import ConsecutiveFailures, StorageError, TrialFailure
 from hft_search.storage import mask_url
 
 if TYPE_CHECKING:
@@ -94,6 +102,9 @@ StopRequested = Callable[[], bool]
 
 SURPLUS_ATTR = "surplus"
 """Trial user attribute (``True``) of a trial that started after ``n_trials`` places were taken."""
+
+FAILURE_KIND_ATTR = "failure_kind"
+"""Trial user attribute of a FAIL trial with a verdict: ``"exception"`` (counts towards fail-fast) or ``"oom"``."""
 
 
 MAX_POLL_S = 10.0
@@ -252,8 +263,10 @@ class _Worker:
     """One worker's loop over trials; see "The worker loop" in the module docstring."""
 
     def __init__(self, study: optuna.Study, objective: Objective, n_trials: int, *, timeout: float | None,
-                 max_retries: int, stop: StopRequested) -> None:
+                 max_retries: int, max_consecutive_failures: int, stop: StopRequested) -> None:
         self.study = study
+        self.max_consecutive_failures = max_consecutive_failures
+        self.failures_in_a_row: list[str] = []
         self.n_trials = n_trials
         self.admission = _Admission(objective, n_trials)
         self.deadline = None if timeout is None else time.monotonic() + timeout
@@ -277,6 +290,26 @@ class _Worker:
                     raise
                 except Exception as error:
                     self._recover(error)
+                self._fail_fast()
+
+    def _fail_fast(self) -> None:
+        """Track this worker's streak of trials that failed from an exception; stop it when it is too long."""
+        number = self.admission.number
+        if number is None or number in self.admission.surplus:
+            return
+        trial = _trial(self.study, number)
+        kind = trial.user_attrs.get(FAILURE_KIND_ATTR)
+        if trial.state == TrialState.FAIL and kind == "exception":
+            self.failures_in_a_row.append(f"trial {number}: {trial.user_attrs.get('fail_reason', '?')}")
+        elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            self.failures_in_a_row = []
+        if len(self.failures_in_a_row) >= self.max_consecutive_failures:
+            reasons = "\n  ".join(self.failures_in_a_row)
+            raise ConsecutiveFailures(
+                f"{len(self.failures_in_a_row)} trials in a row failed from an exception, so this worker stopped "
+                f"(study.max_consecutive_failures={self.max_consecutive_failures}):\n  {reasons}\n"
+                "This looks like a bug or a broken setup rather than bad luck: fix it (run with --verbose for the "
+                "traceback), then start the worker again; finished trials are kept.")
 
     def _recover(self, error: Exception) -> None:
         """Go on after a lost storage connection or a trial taken over by another worker; re-raise the rest."""
@@ -395,7 +428,8 @@ def _progress_bar(enabled: bool, n_trials: int, done: int) -> Iterator[Any]:
 
 
 def optimize(study: optuna.Study, objective: Objective, n_trials: int, *, timeout: float | None = None,
-             progress: bool = False, max_retries: int = 3, stop: StopRequested | None = None) -> optuna.Study:
+             progress: bool = False, max_retries: int = 3, max_consecutive_failures: int = 3,
+             stop: StopRequested | None = None) -> optuna.Study:
     """Run trials until ``n_trials`` count in the study, across every worker (see the module docstring).
 
     Args:
@@ -405,7 +439,13 @@ def optimize(study: optuna.Study, objective: Objective, n_trials: int, *, timeou
         timeout: seconds after which no new trial starts.
         progress: show a progress bar of the counted trials.
         max_retries: how often the trial of an interrupted worker is re-queued (as for a dead worker).
+        max_consecutive_failures: this worker stops after so many of its trials in a row failed from an
+            exception (see "Failing fast" in the module docstring).
         stop: called before each trial and while waiting; True makes the worker leave.
+
+    Raises:
+        ConsecutiveFailures: ``max_consecutive_failures`` trials of this worker in a row failed from an
+            exception.
     """
     census = _Census.of(study)
     if census.next_step(n_trials) is False:
@@ -413,7 +453,7 @@ def optimize(study: optuna.Study, objective: Objective, n_trials: int, *, timeou
                     study.study_name, census.counted, n_trials)
         return study
     worker = _Worker(study, objective, n_trials, timeout=timeout, max_retries=max_retries,
-                     stop=stop or (lambda: False))
+                     max_consecutive_failures=max_consecutive_failures, stop=stop or (lambda: False))
     with _progress_bar(progress, n_trials, census.counted) as bar:
 
         def after_trial() -> None:
