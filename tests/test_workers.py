@@ -378,7 +378,7 @@ class TestWorkerCommand:
         done = self.run_cli("worker", str(path))
 
         assert done.returncode == 1, done.stderr
-        message = done.stderr.partition("error: ")[2]  # Optuna logs each failed trial's traceback before it
+        message = done.stderr.rpartition("\nerror: ")[2]  # Optuna logs each failed trial's traceback before
         assert message.startswith("3 trials in a row failed from an exception") and "Traceback" not in message
         trials = trials_of(raw["study"]["storage"], raw["name"])
         assert [(t.state, t.user_attrs[FAILURE_KIND_ATTR]) for t in trials] == [(TrialState.FAIL, "exception")] * 3
