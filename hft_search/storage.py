@@ -266,9 +266,28 @@ def _postgres_url(url: str) -> str:
 
 
 def _postgres_storage(url: str, heartbeat: dict[str, Any]) -> RDBStorage:
-    engine_kwargs = {**POSTGRES_POOL, "connect_args": {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S}}
     url = _postgres_url(url)
+    engine_kwargs = {**POSTGRES_POOL, "connect_args": {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S,
+                                                       **pgbouncer_safe_connect_args(url)}}
     return _rdb_storage(url, engine_kwargs, heartbeat, hint=_postgres_start_hint(url))
+
+
+def pgbouncer_safe_connect_args(url: str) -> dict[str, Any]:
+    """Driver settings that let the same URL reach PostgreSQL directly or through PgBouncer in transaction mode.
+
+    In transaction pooling, PgBouncer hands each transaction to whichever server connection is free, so
+    nothing tied to a server session survives between two transactions. psycopg 3 prepares a statement on the
+    server once it has run it five times (``prepare_threshold``), then executes it by name: through PgBouncer
+    1.18 that name is unknown on the next server connection, or already taken there ("prepared statement
+    "_pg3_0" does not exist" / "already exists").
+    So psycopg 3 is told never to prepare (``prepare_threshold=None``). It costs nothing that shows here:
+    Optuna's statements are small and parse in microseconds, and a worker spends well under 1 % of a trial
+    in storage calls either way (``benchmarks/connections.py``). psycopg2 never prepares on the server.
+    Optuna's storage keeps no other session state (no ``SET``, advisory locks or ``LISTEN``): its locking
+    is ``SELECT ... FOR UPDATE`` inside a transaction, which transaction pooling keeps on one connection.
+    """
+    driver = _parse_url(url).get_driver_name()
+    return {"prepare_threshold": None} if driver == "psycopg" else {}
 
 
 def _postgres_start_hint(url: str) -> str:

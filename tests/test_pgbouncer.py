@@ -1,0 +1,86 @@
+"""Hundreds of workers on one PostgreSQL: the same storage URL through a real PgBouncer in transaction pooling.
+
+PgBouncer (``tests/pgbouncer.py``) runs on a free local port in front of ``$HFT_TEST_POSTGRES_URL``'s database.
+Under ``CI=true`` a missing ``pgbouncer`` binary fails the tests (``.ci/run`` installs it); elsewhere they skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+
+import optuna
+import pytest
+from pgbouncer import PgBouncer, running_pgbouncer, server_connections
+from test_storage import postgres_url
+from test_workers import Worker, assert_exactly, finish, output, own_study, trials_of
+
+from hft_search.storage import make_storage
+
+pytestmark = [pytest.mark.postgres, pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
+
+
+@pytest.fixture(scope="module")
+def pgbouncer() -> Iterator[PgBouncer]:
+    url = postgres_url()
+    if shutil.which("pgbouncer") is None and not os.path.exists("/usr/sbin/pgbouncer"):
+        message = "pgbouncer is not installed: apt-get install -y pgbouncer (bash .ci/run does it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    with running_pgbouncer(url) as bouncer:
+        yield bouncer
+
+
+class PeakConnections:
+    """Samples PostgreSQL's connections to the test database in a thread; ``peak`` is the most seen."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakConnections:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            self.peak = max(self.peak, server_connections(self.url))
+            self.samples += 1
+
+
+def test_sixteen_workers_through_pgbouncer_finish_exactly_n_on_its_pool(pgbouncer: PgBouncer):
+    direct = postgres_url()
+    n_trials = 48
+    with own_study(pgbouncer.url) as name, PeakConnections(direct) as connections:
+        workers = [Worker(pgbouncer.url, name, n_trials, sleep=0.05) for _ in range(16)]
+        codes = finish(workers, timeout=300)
+        trials = trials_of(pgbouncer.url, name)
+
+    assert codes == [0] * 16, output(workers)
+    assert_exactly(trials, n_trials)
+    assert connections.samples > 10
+    assert 1 <= connections.peak <= pgbouncer.pool_size, f"PostgreSQL saw {connections.peak} connections"
+
+
+def test_statements_run_many_times_through_pgbouncer_stay_unprepared(pgbouncer: PgBouncer):
+    """psycopg 3 prepares a statement on its fifth run; through transaction pooling that breaks (see
+    ``pgbouncer_safe_connect_args``). Two workers interleave the same statements far past five runs."""
+    storages = [make_storage(pgbouncer.url) for _ in range(2)]
+    with own_study(pgbouncer.url) as name:
+        studies = [optuna.create_study(study_name=name, storage=s, load_if_exists=True) for s in storages]
+        for _ in range(10):
+            for study in studies:
+                study.tell(study.ask(), 1.0)
+        assert len(trials_of(pgbouncer.url, name)) == 20
+    for storage in storages:
+        storage.engine.dispose()
