@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -102,13 +103,39 @@ def _wait_until_listening(port: int, process: subprocess.Popen, folder: Path) ->
     raise RuntimeError(f"pgbouncer did not listen on 127.0.0.1:{port} within {START_TIMEOUT_S} s")
 
 
-def server_connections(postgres_url: str) -> int:
-    """Connections PostgreSQL serves for the URL's database, apart from the one asking."""
-    engine = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)
-    try:
-        with engine.connect() as connection:
-            return connection.execute(sqlalchemy.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND backend_type = 'client backend'")).scalar_one()
-    finally:
-        engine.dispose()
+SERVER_CONNECTIONS = sqlalchemy.text(
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+    "AND backend_type = 'client backend'")
+"""Connections PostgreSQL serves for the asking connection's database, apart from that one."""
+
+
+class PeakConnections:
+    """Samples PostgreSQL's connections to a database in a thread; ``peak`` is the most seen.
+
+    It holds its own connection from the start, so that a server that runs out of connections during the
+    measurement (the point of measuring) still answers it.
+    """
+
+    def __init__(self, postgres_url: str) -> None:
+        self.engine = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakConnections:
+        self._connection = self.engine.connect()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._connection.close()
+        self.engine.dispose()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            self.peak = max(self.peak, self._connection.execute(SERVER_CONNECTIONS).scalar_one())
+            self._connection.commit()
+            self.samples += 1

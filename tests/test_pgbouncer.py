@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from collections.abc import Iterator
 
 import optuna
 import pytest
-from pgbouncer import PgBouncer, running_pgbouncer, server_connections
+from pgbouncer import PeakConnections, PgBouncer, running_pgbouncer
 from test_storage import postgres_url
 from test_workers import Worker, assert_exactly, finish, output, own_study, trials_of
 
@@ -32,30 +31,6 @@ def pgbouncer() -> Iterator[PgBouncer]:
         pytest.skip(message)
     with running_pgbouncer(url) as bouncer:
         yield bouncer
-
-
-class PeakConnections:
-    """Samples PostgreSQL's connections to the test database in a thread; ``peak`` is the most seen."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.peak = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def __enter__(self) -> PeakConnections:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.1):
-            self.peak = max(self.peak, server_connections(self.url))
-            self.samples += 1
 
 
 def test_sixteen_workers_through_pgbouncer_finish_exactly_n_on_its_pool(pgbouncer: PgBouncer):
