@@ -18,10 +18,13 @@ directly and once through a real PgBouncer in transaction pooling (``tests/pgbou
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import sqlalchemy
 
 from benchmarks._common import RESULTS_DIR, ROOT, Context, check
 from benchmarks.storage import run_configuration
@@ -67,11 +70,29 @@ def measure(url: str, server_url: str, workers: int, n_trials: int, folder: Path
     return {**row, "peak_server_connections": connections.peak, "exact": "error" not in row}
 
 
+def unavailable(postgres: str | None) -> str | None:
+    """Why the benchmark cannot run here (no PostgreSQL, no PgBouncer), or None."""
+    if not postgres:
+        return "no PostgreSQL URL (--postgres none)"
+    if shutil.which("pgbouncer") is None and not Path("/usr/sbin/pgbouncer").exists():
+        return "pgbouncer is not installed (apt-get install -y pgbouncer)"
+    engine = sqlalchemy.create_engine(postgres, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect():
+            return None
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        cause = str(getattr(error, "orig", None) or error).splitlines()[0][:200]
+        return f"PostgreSQL unreachable at {mask_url(postgres)}: {cause}"
+    finally:
+        engine.dispose()
+
+
 def run(ctx: Context) -> dict[str, Any]:
     sizes = ctx.sizes(SIZES)
-    if not ctx.postgres:
-        print("  connections: skipped (no PostgreSQL URL)")
-        return {"sizes": sizes, "skipped": "no PostgreSQL URL (--postgres none)", "targets": []}
+    reason = unavailable(ctx.postgres)
+    if reason is not None:
+        print(f"  connections: skipped ({reason})")
+        return {"sizes": sizes, "skipped": reason, "targets": []}
     folder = ctx.folder("connections")
     trial_s, source = minilm_trial_s()
     rows = []

@@ -24,7 +24,16 @@ from cheap_worker import STARTED, CheapObjective, cheap_spec
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from test_storage import postgres_url
-from test_workers import GRACE_S, HEARTBEAT_S, assert_exactly, own_study, trials_of, trials_so_far, wait_for
+from test_workers import (
+    GRACE_S,
+    HEARTBEAT_S,
+    ScriptedObjective,
+    assert_exactly,
+    own_study,
+    trials_of,
+    trials_so_far,
+    wait_for,
+)
 
 from hft_search.exceptions import ClusterError, StorageError
 from hft_search.launch import LaunchOutcome, absolute_file_url, default_cpus_per_worker, launch, thread_share
@@ -105,6 +114,19 @@ def test_a_worker_with_two_cpus_runs_two_threads(local_ray: None):
         outcome = cheap_launch(name, url, 2, sleep=0.0, workers=1, cpus_per_worker=2)
 
     assert [w.threads for w in outcome.workers] == [2]
+
+
+@pytest.mark.postgres
+def test_workers_that_fail_fast_end_the_launch_short_of_n_trials_with_their_reasons(local_ray: None):
+    url = postgres_url()
+    with own_study(url) as name:
+        spec = cheap_spec(name, url, 20, heartbeat=HEARTBEAT_S, grace=GRACE_S)
+        outcome = launch(spec, workers=2, objective_factory=functools.partial(ScriptedObjective, ["exception"] * 20))
+
+    assert not outcome.done and outcome.counted == 6 and outcome.workers == []
+    assert len(outcome.errors) == 2
+    assert all("3 trials in a row failed from an exception" in error for error in outcome.errors)
+    assert all("Traceback" not in error for error in outcome.errors)
 
 
 @pytest.mark.postgres
