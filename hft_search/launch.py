@@ -16,8 +16,10 @@ What Ray adds:
 * **one command for a whole cluster**, with every worker's log in the launching terminal, prefixed with the
   worker's name.
 
-Ctrl-C in the launching terminal cancels every worker: each gets a :class:`KeyboardInterrupt`, hands its running
-trial back (FAIL without a reason, re-queued, as for a worker stopped twice today), and the launch ends with
+Ctrl-C in the launching terminal cancels every worker: Ray interrupts each one's main thread, which
+:class:`~hft_search.workers.AbortTrial` turns into a :class:`KeyboardInterrupt` inside the running trial's
+objective (never inside Optuna's own storage calls); the trial is handed back (FAIL without a reason, re-queued,
+as for a worker stopped twice today), a worker between trials just leaves, and the launch ends with
 :class:`KeyboardInterrupt`. An SQLite file cannot be shared between machines: a cluster of more than one node
 with an SQLite URL is refused before anything starts.
 """
@@ -38,7 +40,7 @@ from hft_search.exceptions import ClusterError, HFTSearchError, StorageError
 from hft_search.spec import StudySpec
 from hft_search.storage import install_log_masking, mask_url, resolve_storage_url
 from hft_search.study import load_study, open_study, run_study, target_trials
-from hft_search.workers import Objective, counted_trials, worker_seed
+from hft_search.workers import AbortTrial, Objective, counted_trials, worker_seed
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +175,9 @@ def _run_ray_worker(name: str, spec: StudySpec, url: str, study_name: str,
     logger.info("%s on %s (pid %d): %d torch threads for %.4g CPUs; GPUs %s", name, socket.gethostname(),
                 os.getpid(), threads, cpus, gpus)
     objective = objective_factory() if objective_factory is not None else None
-    run_study(spec, storage=url, study_name=study_name, objective=objective, sampler_seed=worker_seed(spec))
+    with AbortTrial() as abort:  # Ray's cancel (Ctrl-C of launch) interrupts this thread: only in a trial
+        run_study(spec, storage=url, study_name=study_name, objective=objective, sampler_seed=worker_seed(spec),
+                  abort=abort)
     return WorkerReport(name=name, host=socket.gethostname(), pid=os.getpid(), threads=threads)
 
 

@@ -17,6 +17,7 @@ from hft_search.exceptions import StorageError
 from hft_search.spec import StudySpec, grid_values
 from hft_search.storage import make_storage, mask_url, resolve_storage_url
 from hft_search.workers import (
+    AbortTrial,
     GracefulStop,
     Objective,
     StopRequested,
@@ -137,11 +138,12 @@ def default_cache(spec: StudySpec, storage_url: str) -> Cache:
 def run_study(spec: StudySpec, *, n_trials: int | None = None, storage: str | None = None,
               study_name: str | None = None, progress: bool = False,
               objective: Objective | None = None, stop: StopRequested | None = None,
-              sampler_seed: int | None = None) -> optuna.Study:
+              sampler_seed: int | None = None, abort: AbortTrial | None = None) -> optuna.Study:
     """Open (or resume) the spec's study and run it to ``n_trials`` counted trials with the CV objective.
 
     Other processes may run the same study at the same time (see :func:`run_worker`): together they finish
-    exactly ``n_trials``. ``objective`` replaces the CV objective (tests, benchmarks of the storage).
+    exactly ``n_trials``. ``objective`` replaces the CV objective (tests, benchmarks of the storage); ``abort``
+    confines interrupts to the objective (:class:`~hft_search.workers.AbortTrial`, for Ray's workers).
     """
     url = resolve_storage_url(storage, spec.study.storage)
     backend = _storage_for(spec, url)  # a wrong URL fails here, before the model is loaded
@@ -156,7 +158,7 @@ def run_study(spec: StudySpec, *, n_trials: int | None = None, storage: str | No
         study.set_user_attr("data_fingerprint", fingerprint)
     return optimize(study, objective, target_trials(spec, n_trials), timeout=spec.study.timeout,
                     progress=progress, max_retries=spec.study.max_retries,
-                    max_consecutive_failures=spec.study.max_consecutive_failures, stop=stop)
+                    max_consecutive_failures=spec.study.max_consecutive_failures, stop=stop, abort=abort)
 
 
 def run_worker(spec: StudySpec, *, storage: str | None = None, study_name: str | None = None,

@@ -31,7 +31,15 @@ from test_storage import SECRET, abandon_a_trial, postgres_url, unreachable_post
 from hft_search.exceptions import ConsecutiveFailures, TrialFailure
 from hft_search.storage import delete_study_if_exists, make_storage
 from hft_search.study import make_sampler, open_study, run_worker, target_trials
-from hft_search.workers import FAILURE_KIND_ATTR, SURPLUS_ATTR, counted_trials, counts, optimize, worker_seed
+from hft_search.workers import (
+    FAILURE_KIND_ATTR,
+    SURPLUS_ATTR,
+    AbortTrial,
+    counted_trials,
+    counts,
+    optimize,
+    worker_seed,
+)
 
 WORKER = Path(__file__).with_name("cheap_worker.py")
 HEARTBEAT_S = 1
@@ -266,6 +274,18 @@ class ScriptedObjective(CheapObjective):
         raise TrialFailure(reason)
 
 
+class InterruptWhileCreatingATrial(optuna.samplers.RandomSampler):
+    """Sends this process SIGINT once, inside ``study.ask()``: after the trial exists, before its objective."""
+
+    fired = False
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        super().before_trial(study, trial)
+        if not self.fired:
+            self.fired = True
+            signal.raise_signal(signal.SIGINT)
+
+
 class TestInProcess:
     """The worker loop in this process, on SQLite: the cases that need no timing between processes."""
 
@@ -335,6 +355,20 @@ class TestInProcess:
 
         assert [t.user_attrs.get(FAILURE_KIND_ATTR, "ok") for t in study.trials] == outcomes[:8]
         assert "trial 7: TypeError" in str(caught.value) and "trial 2" not in str(caught.value)
+
+    def test_an_interrupt_while_a_trial_is_created_aborts_it_at_its_objective_and_requeues_it(self, spec):
+        """Ray cancels a launch's workers by interrupting them anywhere; a plain KeyboardInterrupt raised inside
+        Optuna's ``ask`` would leave that trial RUNNING with no number to hand back."""
+        study = open_study(spec)
+        study.sampler = InterruptWhileCreatingATrial(seed=0)
+
+        with AbortTrial() as abort, pytest.raises(KeyboardInterrupt, match="before the trial's objective began"):
+            optimize(study, CheapObjective(0.0), 3, abort=abort)
+
+        aborted, retry = study.get_trials()
+        assert (aborted.state, counts(aborted)) == (TrialState.FAIL, False)
+        assert retry.state == TrialState.WAITING
+        assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == aborted.number
 
     def test_grid_sampler_stops_at_the_size_of_the_grid(self, sqlite_url: str):
         spec = cheap_spec("grid", sqlite_url, 100, sampler="grid")
