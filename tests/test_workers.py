@@ -401,6 +401,17 @@ class TestWorkerCommand:
         assert SECRET not in done.stdout + done.stderr and "Traceback" not in done.stderr
         assert "postgres:***@127.0.0.1" in done.stderr
 
+    def test_threads_sets_the_worker_s_torch_threads(self, tiny_spec_dict: dict, tmp_path: Path):
+        spec = self.spec_file(tiny_spec_dict, tmp_path, "threads")
+
+        done = self.run_cli("worker", str(spec), "--threads", "1", "--no-progress")
+        refused = self.run_cli("worker", str(spec), "--threads", "0")
+
+        assert done.returncode == 0, done.stderr
+        assert "worker uses 1 torch threads (--threads)" in done.stderr
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert refused.stderr.strip().endswith("a worker needs at least one thread; give a whole number >= 1.")
+
     def test_a_bug_in_every_trial_stops_the_worker_with_exit_1(self, tiny_spec_dict: dict, tmp_path: Path):
         """LoRA on a module the model does not have fails every fold: three trials, not the whole budget."""
         raw = {**tiny_spec_dict, "fixed": {**tiny_spec_dict["fixed"], "lora.enabled": True,
