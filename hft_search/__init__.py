@@ -15,7 +15,7 @@ _EXPORTS: dict[str, str] = {
     # errors
     "HFTSearchError": "exceptions", "SpecError": "exceptions", "DataError": "exceptions",
     "ModelError": "exceptions", "StorageError": "exceptions", "TrialFailure": "exceptions",
-    "ExportError": "exceptions",
+    "ExportError": "exceptions", "ClusterError": "exceptions", "ConsecutiveFailures": "exceptions",
     # spec
     "StudySpec": "spec", "HybridConfig": "spec", "load_spec": "spec", "spec_from_dict": "spec",
     # data and models
@@ -46,6 +46,8 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:
     from hft_search.data import load_data
     from hft_search.exceptions import (
+        ClusterError,
+        ConsecutiveFailures,
         DataError,
         ExportError,
         HFTSearchError,
