@@ -6,7 +6,8 @@ A study lives in one of three places, named by a URL:
   so a few local worker processes queue for the write lock instead of losing a trial to "database is locked".
 * ``postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB``: for workers on several machines. Connections are
   checked before use (``pool_pre_ping``), the pool stays small (a worker runs one trial at a time), and
-  connections are recycled before firewalls drop them.
+  connections are recycled before firewalls drop them. The same URL may name a PgBouncer in transaction
+  pooling in front of the server, for hundreds of workers (see :func:`pgbouncer_safe_connect_args`).
 * ``journal:PATH``: Optuna's append-only journal file, for shared file systems without a database server.
 
 Both RDB storages record a heartbeat of every running trial. When a worker dies (killed, preempted, out of
