@@ -270,7 +270,10 @@ def _postgres_storage(url: str, heartbeat: dict[str, Any]) -> RDBStorage:
     url = _postgres_url(url)
     engine_kwargs = {**POSTGRES_POOL, "connect_args": {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S,
                                                        **pgbouncer_safe_connect_args(url)}}
-    return _rdb_storage(url, engine_kwargs, heartbeat, hint=_postgres_start_hint(url))
+    storage = _rdb_storage(url, engine_kwargs, {**heartbeat, "skip_compatibility_check": True},
+                           hint=_postgres_start_hint(url))
+    check_schema_version(storage, url)
+    return storage
 
 
 def pgbouncer_safe_connect_args(url: str) -> dict[str, Any]:
@@ -289,6 +292,24 @@ def pgbouncer_safe_connect_args(url: str) -> dict[str, Any]:
     """
     driver = _parse_url(url).get_driver_name()
     return {"prepare_threshold": None} if driver == "psycopg" else {}
+
+
+def check_schema_version(storage: RDBStorage, url: str) -> None:
+    """Optuna's check that the tables have this Optuna's schema, using one connection at a time.
+
+    Optuna's own check (``RDBStorage(skip_compatibility_check=False)``) reads the schema version on a second
+    connection while its first holds a transaction open. Behind PgBouncer in transaction pooling, as many
+    workers starting at once as the pool has server connections then each hold one and wait for another, until
+    PgBouncer's ``query_wait_timeout`` fails them all (seen with 16 workers on a pool of 4). So PostgreSQL
+    storages skip that check and make it here instead.
+    """
+    current, head = storage.get_current_version(), storage.get_head_version()
+    if current == head:
+        return
+    fix = ("upgrade them with `optuna storage upgrade --storage URL`" if current in storage.get_all_versions()
+           else 'update Optuna with `pip install -U "optuna>=5.0"`')
+    raise StorageError(f"the tables in {mask_url(url)!r} have Optuna schema version {current!r}, and Optuna "
+                       f"{optuna.__version__} needs {head!r}: {fix}.")
 
 
 def _postgres_start_hint(url: str) -> str:

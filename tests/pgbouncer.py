@@ -26,6 +26,9 @@ POOL_SIZE = 4
 
 START_TIMEOUT_S = 30
 
+QUERY_WAIT_TIMEOUT_S = 30
+"""How long a client waits for a server connection before PgBouncer fails its query (its default: 120 s)."""
+
 
 @dataclass(frozen=True)
 class PgBouncer:
@@ -56,6 +59,7 @@ min_pool_size = 0
 reserve_pool_size = 0
 max_client_conn = 2000
 server_idle_timeout = 600
+query_wait_timeout = {QUERY_WAIT_TIMEOUT_S}
 ignore_startup_parameters = extra_float_digits,options
 """
 

@@ -47,6 +47,18 @@ def test_sixteen_workers_through_pgbouncer_finish_exactly_n_on_its_pool(pgbounce
     assert 1 <= connections.peak <= pgbouncer.pool_size, f"PostgreSQL saw {connections.peak} connections"
 
 
+def test_a_pool_of_one_server_connection_is_enough_to_open_the_storage_and_run():
+    """Optuna's schema check holds a transaction on one connection while it reads on a second; through a pool
+    of one server connection that waited for ever (``query_wait_timeout``). hft_search checks one at a time."""
+    with running_pgbouncer(postgres_url(), pool_size=1) as bouncer, own_study(bouncer.url) as name:
+        storage = make_storage(bouncer.url)
+        study = optuna.create_study(study_name=name, storage=storage)
+        study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=3)
+        storage.engine.dispose()
+
+        assert len(trials_of(bouncer.url, name)) == 3
+
+
 def test_statements_run_many_times_through_pgbouncer_stay_unprepared(pgbouncer: PgBouncer):
     """psycopg 3 prepares a statement on its fifth run; through transaction pooling that breaks (see
     ``pgbouncer_safe_connect_args``). Two workers interleave the same statements far past five runs."""
