@@ -1,7 +1,8 @@
 """``hft-search``: the command line. It parses arguments and calls the public API, nothing more.
 
 Every error raised on purpose (:class:`~hft_search.exceptions.HFTSearchError`) is printed as one clear
-message and exits 2, with no traceback; ``--verbose`` shows the traceback for bug reports.
+message and exits 2 (1 for a run that failed: a worker that stopped failing fast), with no traceback;
+``--verbose`` shows the traceback for bug reports.
 """
 
 from __future__ import annotations

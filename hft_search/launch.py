@@ -207,6 +207,9 @@ def launch(spec: StudySpec, *, workers: int, address: str | None = None, gpus_pe
         raise ClusterError(f"--workers {workers}: launch at least one worker.")
     if gpus_per_worker < 0 or (cpus_per_worker is not None and cpus_per_worker <= 0):
         raise ClusterError("--gpus-per-worker must be >= 0 and --cpus-per-worker > 0 (fractions allowed).")
+    if spec.device == "cuda" and gpus_per_worker == 0:
+        raise ClusterError("the spec asks for device: cuda, and Ray hides the GPUs from workers that reserve none: "
+                           "pass --gpus-per-worker 1 (or 0.5, 0.25 to pack 2 or 4 trials on a GPU).")
     ray = import_ray()
     url = resolve_storage_url(storage, spec.study.storage)
     url = absolute_file_url(url) if _file_backed(url) else url
@@ -217,6 +220,8 @@ def launch(spec: StudySpec, *, workers: int, address: str | None = None, gpus_pe
     try:
         nodes = _alive_nodes(ray)
         _check_storage_reaches_all_nodes(url, nodes)
+        if gpus_per_worker == 0 and ray.cluster_resources().get("GPU", 0) > 0:
+            logger.warning("the cluster has GPUs, but --gpus-per-worker is 0: the workers run on the CPU")
         cpus = cpus_per_worker if cpus_per_worker is not None else default_cpus_per_worker(nodes, workers)
         open_study(spec, storage=url, study_name=name)  # created once here: a bad storage fails before placing
         logger.info("launching %d workers (%.4g CPUs, %.4g GPUs each) on %d Ray node(s), storage %s", workers,

@@ -186,6 +186,12 @@ def test_missing_ray_names_the_pip_command(monkeypatch: pytest.MonkeyPatch, tmp_
         launch(spec, workers=1)
 
 
+def test_a_cuda_spec_without_gpus_per_worker_is_refused(tmp_path: Path):
+    spec = cheap_spec("cuda", f"sqlite:///{tmp_path}/hft.db", 1).model_copy(update={"device": "cuda"})
+    with pytest.raises(ClusterError, match="pass --gpus-per-worker 1"):
+        launch(spec, workers=2)
+
+
 def test_bad_worker_counts_are_one_clear_line(tiny_spec_dict: dict, tmp_path: Path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(tiny_spec_dict))
