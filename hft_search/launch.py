@@ -260,9 +260,9 @@ def _wait_for(ray: ModuleType, refs: list[Any]) -> tuple[list[WorkerReport], lis
                 try:
                     reports.append(ray.get(ref))
                 except HFTSearchError as error:  # Ray re-raises the worker's error as a subclass of it
-                    errors.append(_first_lines(error))
+                    errors.append(_worker_error(error))
                 except ray.exceptions.RayError as error:
-                    errors.append(_first_lines(error))
+                    errors.append(_worker_error(error))
     except KeyboardInterrupt:
         logger.warning("interrupted: cancelling %d workers; their running trials are handed back (re-queued)",
                        len(pending))
@@ -275,7 +275,7 @@ def _wait_for(ray: ModuleType, refs: list[Any]) -> tuple[list[WorkerReport], lis
     return reports, errors
 
 
-def _first_lines(error: BaseException) -> str:
+def _worker_error(error: BaseException) -> str:
     """A worker's error without Ray's traceback of the remote task, password masked."""
     cause = getattr(error, "cause", None) or error
     return mask_url(str(cause).strip())
