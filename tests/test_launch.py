@@ -77,6 +77,21 @@ def test_ctrl_c_of_launch_stops_every_worker_and_leaves_nothing_running(tiny_spe
         assert sum(t.state == TrialState.COMPLETE for t in trials) < 200
 
 
+def test_launch_command_exits_0_once_the_study_reached_n_trials(tiny_spec_dict: dict, tmp_path: Path):
+    """The CV objective on the tiny model, two Ray workers, a relative SQLite path (made absolute for them)."""
+    raw = {**tiny_spec_dict, "study": {**tiny_spec_dict["study"], "n_trials": 3}}
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+
+    done = subprocess.run([sys.executable, "-m", "hft_search.cli", "launch", str(spec), "--workers", "2",
+                           "--storage", "sqlite:///launched.db"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=LAUNCH_TIMEOUT_S, env={**os.environ, "PYTHONPATH": str(TESTS.parent)})
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "3 of 3 trials counted" in done.stdout and "1 threads" in done.stdout
+    assert_exactly(trials_of(f"sqlite:///{tmp_path / 'launched.db'}", "tiny"), 3)
+
+
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     """One local Ray instance with 2 CPUs for the module; its workers import ``hft_search`` and ``cheap_worker``."""
