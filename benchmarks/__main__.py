@@ -87,6 +87,7 @@ SUITE: dict[str, str | Script] = {
     "scaling": "benchmarks.scaling",
     "search_efficiency": "benchmarks.search_efficiency",
     "search_quality": "benchmarks.search_quality",
+    "decoder": "benchmarks.decoder",
     "engine": Script("benchmarks.engine", _engine_argv, _engine_targets),
     "storage": Script("benchmarks.storage", _storage_argv, _storage_targets),
     "threads": "benchmarks.threads",

@@ -16,19 +16,21 @@ _EXPORTS: dict[str, str] = {
     "HFTSearchError": "exceptions", "SpecError": "exceptions", "DataError": "exceptions",
     "ModelError": "exceptions", "StorageError": "exceptions", "TrialFailure": "exceptions",
     "ExportError": "exceptions", "ClusterError": "exceptions", "ConsecutiveFailures": "exceptions",
+    "DeviceMemoryError": "exceptions",
     # spec
     "StudySpec": "spec", "HybridConfig": "spec", "load_spec": "spec", "spec_from_dict": "spec",
     # data and models
-    "load_data": "data", "load_base": "models",
+    "load_data": "data", "load_base": "models", "model_info": "models",
     # studies
-    "CVObjective": "objective", "suggest_config": "objective",
-    "open_study": "study", "run_study": "study", "load_study": "study", "optimize": "study", "run_worker": "study",
+    "CrossValidator": "cv", "CVObjective": "objective", "suggest_config": "objective",
+    "open_study": "study", "run_study": "study", "load_study": "study", "optimize": "workers", "run_worker": "study",
     "resolve_storage_url": "storage", "make_storage": "storage", "mask_url": "storage",
     # views
     "validate": "summary", "trials_table": "summary", "best_summary": "summary", "describe_best": "summary",
     # export, train, predict
     "export_best": "export", "export_spec": "export", "train_final": "export", "describe_trained": "export",
     "load_model": "export", "predict_file": "export", "SavedModel": "export", "TrainedModel": "export",
+    "verify_spec": "export",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -44,11 +46,13 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from hft_search.cv import CrossValidator
     from hft_search.data import load_data
     from hft_search.exceptions import (
         ClusterError,
         ConsecutiveFailures,
         DataError,
+        DeviceMemoryError,
         ExportError,
         HFTSearchError,
         ModelError,
@@ -65,8 +69,9 @@ if TYPE_CHECKING:
         load_model,
         predict_file,
         train_final,
+        verify_spec,
     )
-    from hft_search.models import load_base
+    from hft_search.models import load_base, model_info
     from hft_search.objective import CVObjective, suggest_config
     from hft_search.spec import HybridConfig, StudySpec, load_spec, spec_from_dict
     from hft_search.storage import make_storage, mask_url, resolve_storage_url

@@ -33,30 +33,32 @@ from __future__ import annotations
 
 import enum
 import fcntl
+import functools
 import hashlib
 import io
 import json
 import logging
-import os
 import re
 import struct
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
+from hft_search.files import write_atomic
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 #: Bumped whenever the file format or the key derivation changes, so old entries are simply never found.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 _MAGIC = b"HFTCACHE"
 _HEADER = struct.Struct(f">{len(_MAGIC)}s32sQ")  # magic, sha256 of the payload, payload length
@@ -65,6 +67,48 @@ _LEAVES = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch
            torch.nn.Parameter)
 _SEQUENCES = (list, tuple, set, torch.Size)
 _MAPPINGS = (dict, OrderedDict)
+
+CODE_PACKAGES = ("hft_search", "torch", "transformers")
+"""The packages whose code computes cache entries (tokenization, importance scores, teacher fine-tunes)."""
+
+
+@functools.lru_cache(maxsize=1)
+def code_versions() -> dict[str, str]:
+    """Installed versions of :data:`CODE_PACKAGES`, part of every cache key."""
+    versions = {}
+    for package in CODE_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def folder_digest(path: str | Path) -> str:
+    """sha256 of a checkpoint folder's content (relative names and bytes of every file), or of one file.
+
+    Why content, not the path: a checkpoint overwritten in place must not keep serving the logits of the
+    model that was there before. The hash is remembered per (names, sizes, modification times), so a
+    worker reads a large checkpoint once, not once per fold.
+    """
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    signature = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _digest(root, signature)
+
+
+@functools.lru_cache(maxsize=16)
+def _digest(root: Path, signature: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for name, _, _ in signature:
+        file = Path(name)
+        if file != root:
+            digest.update(file.relative_to(root).as_posix().encode("utf-8") + b"\0")
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 class _CorruptEntry(Exception):
@@ -153,30 +197,6 @@ def _decode(blob: bytes) -> Any:
         raise _CorruptEntry(f"torch.load failed: {error}") from error
 
 
-def _write_atomic(path: Path, blob: bytes) -> None:
-    """Write ``blob`` to ``path`` so that no reader, and no crash, can ever expose a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(blob)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (the entry's directory record), not only the file's bytes."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     """Exclusive advisory lock on ``path`` (created if needed); released on exit or by the kernel on death."""
@@ -216,9 +236,14 @@ class Cache:
 
     @staticmethod
     def key(kind: str, parts: Mapping[str, Any]) -> str:
-        """Hex sha256 of the format version, ``kind`` and the canonical JSON of ``parts``."""
+        """Hex sha256 of the format version, the code's versions, ``kind`` and the canonical JSON of ``parts``.
+
+        The versions of the packages that compute the entries (:func:`code_versions`) are part of every key:
+        after an upgrade, entries are recomputed instead of reused, since new code may compute other values.
+        """
         _check_kind(kind)
-        material = f"hft_search-cache/{FORMAT_VERSION}\n{kind}\n{canonical_json(parts)}"
+        material = (f"hft_search-cache/{FORMAT_VERSION}\n{canonical_json(code_versions())}\n{kind}\n"
+                    f"{canonical_json(parts)}")
         return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
     def path(self, kind: str, key: str) -> Path:
@@ -248,7 +273,7 @@ class Cache:
             _remove_leftovers(path)
             value = self._computed(kind, key, compute)
             _check_storable(value, f"value of kind {kind!r}")
-            _write_atomic(path, _encode(value))
+            write_atomic(path, _encode(value), shared=False)
         return value
 
     def _read(self, kind: str, key: str, path: Path, *, quiet: bool) -> tuple[Any] | None:

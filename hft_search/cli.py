@@ -12,35 +12,86 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import yaml
 
+if TYPE_CHECKING:
+    import optuna
+
+    from hft_search.spec import StudySpec
+
 EXIT_USAGE = 2
+EXIT_SHORT = 3
+"""``run``/``worker`` ended with fewer than ``n_trials`` counted trials (not because of ``study.timeout``)."""
 
 Handler = Callable[[argparse.Namespace], int]
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of 1 or more (``--n-trials 0`` or ``-5`` is a mistake, not a no-op)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
+    return value
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from hft_search import validate
+    from hft_search.storage import mask_spec_dump
 
     spec = validate(args.spec, check_model=not args.no_model_check)
-    print(spec.to_yaml(), end="")
+    if not args.no_model_check:
+        from hft_search.models import model_info
+
+        print(f"# model: {model_info(spec.model.name, spec.model.revision).describe()}")
+    body = mask_spec_dump(spec.model_dump(mode="json", by_alias=True, exclude_none=True))
+    print(yaml.safe_dump(body, sort_keys=False, allow_unicode=True), end="")
     return 0
+
+
+def _finish(study: optuna.Study, spec: StudySpec, args: argparse.Namespace, started: float) -> int:
+    """Print the best trial; exit :data:`EXIT_SHORT` with one line when the study is short of ``n_trials``."""
+    from hft_search import describe_best, resolve_storage_url
+    from hft_search.study import target_trials
+    from hft_search.workers import shortfall
+
+    print(describe_best(study, resolve_storage_url(args.storage, spec.study.storage)))
+    why = shortfall(study, target_trials(spec, getattr(args, "n_trials", None)))
+    timed_out = spec.study.timeout is not None and time.monotonic() - started >= spec.study.timeout
+    if why is None or timed_out:
+        return 0
+    print(f"error: {why}", file=sys.stderr)
+    return EXIT_SHORT
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from hft_search import describe_best, load_spec, resolve_storage_url, run_study
+    from hft_search import load_spec, run_study
 
     spec = load_spec(args.spec)
+    started = time.monotonic()
     study = run_study(spec, n_trials=args.n_trials, storage=args.storage, study_name=args.study_name,
                       progress=sys.stderr.isatty() and not args.no_progress)
-    print(describe_best(study, resolve_storage_url(args.storage, spec.study.storage)))
-    return 0
+    return _finish(study, spec, args, started)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from hft_search import describe_best, load_spec, resolve_storage_url
+    from hft_search import load_spec
     from hft_search.study import run_worker
 
     spec = load_spec(args.spec)
@@ -48,9 +99,18 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         from hft_search.launch import use_threads
 
         logging.getLogger("hft_search.cli").info("worker uses %d torch threads (--threads)", use_threads(args.threads))
+    started = time.monotonic()
     study = run_worker(spec, storage=args.storage, study_name=args.study_name,
                        progress=sys.stderr.isatty() and not args.no_progress)
-    print(describe_best(study, resolve_storage_url(args.storage, spec.study.storage)))
+    return _finish(study, spec, args, started)
+
+
+def _cmd_requeue(args: argparse.Namespace) -> int:
+    from hft_search import load_study
+    from hft_search.workers import requeue_running
+
+    numbers = requeue_running(load_study(args.study, args.storage), older_than_s=args.older_than)
+    print(f"re-queued {len(numbers)} trial(s)" + (f": {', '.join(map(str, numbers))}" if numbers else ""))
     return 0
 
 
@@ -88,12 +148,12 @@ def _cmd_best(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from hft_search import export_best
+    from hft_search.summary import value_with_std
 
     spec = export_best(args.study, args.storage, args.output, trial=args.trial, fmt=args.format, force=args.force)
     prov = spec.provenance
-    std = f" ± {prov['std']:.4f}" if isinstance(prov.get("std"), float) else ""
     print(f"wrote {args.output}: trial {prov['trial']} of study {prov['study']!r}, "
-          f"{prov['metric']} {prov['value']:.4f}{std}")
+          f"{prov['metric']} {value_with_std(prov['value'], prov.get('std'))}")
     return 0
 
 
@@ -107,10 +167,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from hft_search import load_spec
+    from hft_search.export import verify_spec
+
+    verification = verify_spec(load_spec(args.spec), folds=args.folds)
+    print(verification.table())
+    return 0 if verification.agrees else 1
+
+
+def _fold_list(text: str) -> list[int]:
+    try:
+        folds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give fold numbers separated by commas, e.g. 0,1") from None
+    if not folds:
+        raise argparse.ArgumentTypeError("give at least one fold number, e.g. 0")
+    return folds
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from hft_search import predict_file
 
-    rows = predict_file(args.model, args.input, args.output, int8=args.int8, batch_size=args.batch_size)
+    rows = predict_file(args.model, args.input, args.output, int8=args.int8, batch_size=args.batch_size,
+                        force=args.force)
     if args.output is None:
         sys.stdout.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     else:
@@ -164,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run (or resume) a study to n_trials counted trials")
     p.add_argument("spec", help="study spec (YAML)")
-    p.add_argument("--n-trials", type=int, help="total trials wanted in the study (default: study.n_trials)")
+    p.add_argument("--n-trials", type=_positive_int,
+                   help="total trials wanted in the study (default: study.n_trials)")
     _add_storage(p, required_study=False)
     p.add_argument("--study-name", help="study name (default: the spec's `name`)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars even on a terminal")
@@ -193,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_storage(p, required_study=False)
     p.add_argument("--study-name", help="study name (default: the spec's `name`)")
     p.set_defaults(handler=_cmd_launch)
+    p = sub.add_parser("requeue", help="re-queue the RUNNING trials of workers that died (journal storages have "
+                       "no heartbeat to notice); make sure no worker runs them any more")
+    _add_storage(p, required_study=True)
+    p.add_argument("--older-than", type=_non_negative_float, default=0.0, metavar="SECONDS",
+                   help="only trials started at least this long ago (default: every RUNNING trial)")
+    p.set_defaults(handler=_cmd_requeue)
 
     p = sub.add_parser("status", help="table of a study's trials: state, value ± std, trainable %%, params")
     _add_storage(p, required_study=True)
@@ -243,12 +330,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing non-empty output folder")
     p.set_defaults(handler=_cmd_train)
 
-    p = sub.add_parser("predict", help="labels and probabilities for a csv/tsv/jsonl file")
+    p = sub.add_parser("verify", help="re-run an exported spec's recorded folds and compare the scores fold by "
+                       "fold (exit 0: they agree; 1: they do not)")
+    p.add_argument("spec", help="spec written by `hft-search export`")
+    p.add_argument("--folds", type=_fold_list, help="folds to re-run, e.g. 0,1 (default: every recorded fold)")
+    p.set_defaults(handler=_cmd_verify)
+
+    p = sub.add_parser("predict", help="labels and probabilities for a csv/tsv/jsonl/parquet file")
     p.add_argument("model", help="model folder written by `hft-search train`")
-    p.add_argument("--input", required=True, help="csv, tsv or jsonl file with the model's text column")
+    p.add_argument("--input", required=True, help="csv, tsv, jsonl or parquet file with the model's text column")
     p.add_argument("--output", help="csv, tsv or jsonl file to write (default: JSON lines on stdout)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.add_argument("--int8", action="store_true", help="use the int8 model (MODEL/int8) on the CPU")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
     p.set_defaults(handler=_cmd_predict)
     return parser
 
@@ -256,8 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("urllib3", "filelock", "datasets", "fsspec", "torchao", "httpx"):
+    for noisy in ("urllib3", "filelock", "datasets", "fsspec", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        # transformers imports torchao (when installed) as soon as a model is built, quantizing or not; its
+        # warnings about kernels this machine cannot load, and torch's about the enums it registers, say
+        # nothing about the user's run. ``--quantize`` imports it again on purpose; -v shows them.
+        for noisy in ("torchao", "torch.utils._pytree"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)

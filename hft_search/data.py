@@ -6,11 +6,16 @@ actually used) that goes into every trial's provenance and every cache key, so a
 mistaken for the one a study was run on.
 
 Tokenization turns a split into a :class:`TokenizedSplit` of padded tensors; the training loop trims each batch
-to its longest row, so padding to the split's longest row costs memory, not compute.
+to its longest row, so padding to the split's longest row costs memory, not compute. Padding is always on the
+right, whatever side the tokenizer was saved with (decoder LLM tokenizers often pad left): the trim then keeps
+a prefix of every row, and decoders with absolute positions (GPT-2) see each real token at the position it has
+in the unpadded row, so batched logits equal single-row logits.
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
 import hashlib
 import json
 import logging
@@ -108,9 +113,9 @@ class TokenizedSplit:
 
 
 def tokenize(split: TextSplit, tokenizer, max_length: int) -> TokenizedSplit:  # noqa: ANN001 - any HF tokenizer
-    """Tokenize a split, truncating to ``max_length`` and padding to the split's longest row."""
+    """Tokenize a split, truncating to ``max_length`` and padding (on the right) to the split's longest row."""
     encoded = tokenizer(split.texts, split.pairs, truncation=True, max_length=max_length,
-                        padding="longest", return_tensors="pt")
+                        padding="longest", padding_side="right", return_tensors="pt")
     return TokenizedSplit(encoded["input_ids"], encoded["attention_mask"],
                           torch.as_tensor(split.labels, dtype=torch.long), encoded.get("token_type_ids"))
 
@@ -120,21 +125,120 @@ def tokenize(split: TextSplit, tokenizer, max_length: int) -> TokenizedSplit:  #
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _read_local(path: str, what: str):  # noqa: ANN202 - a datasets.Dataset
+TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
+
+
+def _check_utf8(file: Path, what: str) -> None:
+    """Raise a :class:`DataError` naming the first byte of ``file`` that is not UTF-8.
+
+    ``datasets`` reports a decoding error only in a log line and then fails with an unrelated message; read
+    in chunks here, the real cause reaches the user.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with file.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                raise DataError(f"{what}: {file} is not UTF-8 text (byte {offset + error.start}); re-save it "
+                                "as UTF-8") from None
+            offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise DataError(f"{what}: {file} is not UTF-8 text (it ends inside a character); re-save it as UTF-8") \
+            from None
+
+
+def _check_rows(file: Path, what: str, delimiter: str | None) -> None:
+    """Check a csv/tsv (``delimiter``) or JSON-lines (None) file row by row, naming the first bad line.
+
+    ``datasets`` (through pandas and Arrow) reads a row with one field too many as an index column, and reports
+    a malformed JSON line as "an error occurred while generating the dataset"; a user needs the line.
+    """
+    rows = 0
+    with file.open(encoding="utf-8", newline="") as handle:
+        if delimiter is None:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise DataError(f"{what}: {file}, line {number}: not valid JSON ({error.msg})") from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{what}: {file}, line {number}: each line must be a JSON object")
+                rows += 1
+        else:
+            quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+            reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
+            header = next(reader, [])
+            for fields in reader:
+                if not fields:
+                    continue
+                if len(fields) != len(header):
+                    raise DataError(f"{what}: {file}, line {reader.line_num}: has {len(fields)} fields where the "
+                                    f"header has {len(header)}; fix the row or quote its text")
+                rows += 1
+    if rows == 0:
+        raise DataError(f"{what}: {file} has no rows")
+
+
+def read_table(path: str | Path, what: str, text_columns: Sequence[str] | None = None):  # noqa: ANN201
+    """A local csv/tsv/jsonl/parquet file as a ``datasets.Dataset``: the one reader of training, test and
+    ``predict`` input, so that a file that trains can be predicted.
+
+    In csv/tsv files, the ``text_columns`` (every column when None: ``predict`` writes its input back) are
+    read as strings exactly as written (``None``, ``NA`` or ``007`` are texts, not a missing value or the
+    number 7), and in the other columns only an empty field is missing.
+    ``what`` names the input in errors (``data.train``, ``input``).
+    """
     import datasets
 
     file = Path(path)
     if not file.is_file():
-        raise DataError(f"data.{what}: file {file} does not exist; check the path (relative paths are resolved "
+        found = "is a folder, not a file" if file.is_dir() else "does not exist"
+        raise DataError(f"{what}: file {file} {found}; check the path (relative paths in a spec are resolved "
                         "against the spec file's folder)")
-    fmt = _FORMATS.get(file.suffix.lower())
+    suffix = file.suffix.lower()
+    fmt = _FORMATS.get(suffix)
     if fmt is None:
-        raise DataError(f"data.{what}: {file} has an unknown extension; use .csv, .tsv, .jsonl or .parquet")
-    kwargs = {"delimiter": "\t", "quoting": 3} if file.suffix.lower() == ".tsv" else {}
+        raise DataError(f"{what}: {file} has an unknown extension; use .csv, .tsv, .jsonl or .parquet")
+    if suffix in TEXT_SUFFIXES:
+        _check_utf8(file, what)
+    if suffix in (".csv", ".tsv", ".jsonl"):
+        _check_rows(file, what, {".csv": ",", ".tsv": "\t"}.get(suffix))
+    kwargs: dict[str, object] = {}
+    if fmt == "csv":
+        delimiter = "\t" if suffix == ".tsv" else ","
+        if text_columns is None:
+            with file.open(encoding="utf-8", newline="") as handle:
+                text_columns = next(csv.reader(handle, delimiter=delimiter), [])
+        kwargs = {"keep_default_na": False, "na_values": [""], "converters": dict.fromkeys(text_columns, str)}
+        if suffix == ".tsv":
+            kwargs.update(delimiter="\t", quoting=3)
+    datasets.disable_progress_bars()  # one "Generating train split" bar per file read says nothing to a user
     try:
         return datasets.load_dataset(fmt, data_files=str(file), split="train", **kwargs)
     except Exception as error:  # datasets raises many types for malformed files
-        raise DataError(f"data.{what}: {file} could not be read as {file.suffix}: {error}") from None
+        raise DataError(f"{what}: {file} could not be read as {file.suffix}: {_causes(error)}") from None
+
+
+def _causes(error: BaseException) -> str:
+    """An error's message and those of the errors behind it, on one line: ``datasets`` wraps the real cause."""
+    parts, seen = [], set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen and len(parts) < 4:
+        seen.add(id(current))
+        parts.append(f"{type(current).__name__}: {' '.join(str(current).split())[:400]}")
+        current = current.__cause__ or current.__context__
+    return "; caused by ".join(parts)
+
+
+def _read_local(path: str, what: str, spec: DataSpec):  # noqa: ANN202 - a datasets.Dataset
+    columns = [c for c in (spec.text_column, spec.text_pair_column) if c]
+    return read_table(path, f"data.{what}", columns)
 
 
 def _read_hub(spec: DataSpec, split: str, what: str):  # noqa: ANN202 - a datasets.Dataset
@@ -219,8 +323,8 @@ def load_data(spec: DataSpec) -> LabelledData:
         test_table = _read_hub(spec, spec.test_split, "test_split") if spec.test_split else None
         source = f"{spec.dataset}/{spec.config}" if spec.config else spec.dataset
     else:
-        train_table = _read_local(spec.train, "train")
-        test_table = _read_local(spec.test, "test") if spec.test else None
+        train_table = _read_local(spec.train, "train", spec)
+        test_table = _read_local(spec.test, "test", spec) if spec.test else None
         source = spec.train
     texts, raw_labels, pairs = _columns(train_table, spec, f"the training data ({source})")
     names = _label_names(raw_labels, f"the training data ({source})")

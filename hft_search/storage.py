@@ -32,6 +32,7 @@ import re
 import sqlite3
 import time
 import traceback
+import urllib.parse
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,7 +42,7 @@ import optuna
 import sqlalchemy
 from optuna.exceptions import ExperimentalWarning, StorageInternalError
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._rdb import models as rdb_models
+from optuna.storages._rdb import models as rdb_models  # private: pinned by optuna<6 in pyproject.toml
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 from optuna.trial import TrialState
 
@@ -76,7 +77,7 @@ SCHEMA_CREATION_ATTEMPTS = 5
 """Workers started together on an empty database all create Optuna's tables; all but one lose that race
 (a table or the schema version already exists) and simply try again, when the tables are there."""
 
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<password>[^/\s]*)@")
+_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<rest>\S+)")
 _PASSWORD_PARAMETER = re.compile(r"(?P<head>\bpassword=)(?P<password>[^&\s]*)", re.IGNORECASE)
 MASK = "***"
 
@@ -96,13 +97,60 @@ def resolve_storage_url(cli: str | None, spec_storage: str | None) -> str:
 def mask_url(text: str) -> str:
     """``text`` with the password of every URL in it, and every ``password=`` parameter, replaced by ``***``.
 
-    Works on a bare URL and on free text (a log message, an error) that contains URLs. A password is what
-    SQLAlchemy reads as one: between ``user:`` and the ``@`` before the host; a URL without a password,
-    an SQLite or a journal path is returned unchanged. Where a password holds a raw ``@`` (it should be
-    percent-encoded), everything up to the last ``@`` before the path is masked: too much, never too little.
+    Works on a bare URL and on free text (a log message, an error) that contains URLs. A URL's password is
+    everything between ``user:`` and the *last* ``@`` of the URL (the URL ends at white space), so a password
+    with a raw ``/``, ``:``, ``?``, ``#`` or ``@`` in it (it should be percent-encoded, and SQLAlchemy then
+    reads only part of it) is masked whole: too much, never too little. A URL without a password, an SQLite
+    or a journal path is returned unchanged.
     """
-    masked = _URL_PASSWORD.sub(rf"\g<head>{MASK}@", text)
+    masked = _URL.sub(_mask_match, text)
     return _PASSWORD_PARAMETER.sub(rf"\g<head>{MASK}", masked)
+
+
+def _mask_match(match: re.Match[str]) -> str:
+    rest = match["rest"]
+    userinfo, at, after = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not at or not colon:
+        return match[0]
+    return f"{match['scheme']}{user}:{MASK}@{after}"
+
+
+def mask_error(text: str, url: str) -> str:
+    """``text`` (a driver's error about ``url``) with URLs masked, and every piece of ``url``'s password too.
+
+    A password with a raw ``@`` or ``/`` is misread by SQLAlchemy: part of it becomes the host or the database
+    name, and the driver quotes that part (``could not translate host name "ss3cr3t@127.0.0.1"``) where no URL
+    pattern can see it. So the password, its percent-decoded form and their pieces between such characters
+    (three characters or more) are masked wherever they appear.
+    """
+    masked = mask_url(text)
+    match = _URL.search(url)
+    if match is None:
+        return masked
+    _, colon, password = match["rest"].rpartition("@")[0].partition(":")
+    if not colon:
+        return masked
+    pieces = {piece for form in (password, urllib.parse.unquote(password))
+              for piece in (form, *re.split(r"[@/:?#]", form)) if len(piece) >= 3}
+    for piece in sorted(pieces, key=len, reverse=True):
+        masked = masked.replace(piece, MASK)
+    return masked
+
+
+def mask_spec_dump(dump: dict[str, Any]) -> dict[str, Any]:
+    """A spec's ``model_dump`` with the storage URLs it holds masked: what is stored, exported or printed.
+
+    A spec names its storage in ``study.storage`` (and an exported one in ``provenance.storage``); the spec
+    travels into the study's ``spec`` attribute, the exported spec, ``validate``'s output and the trained
+    model's ``hft_search.json``, none of which may carry the database password.
+    """
+    out = dict(dump)
+    for section in ("study", "provenance"):
+        part = out.get(section)
+        if isinstance(part, dict) and isinstance(part.get("storage"), str):
+            out[section] = {**part, "storage": mask_url(part["storage"])}
+    return out
 
 
 class MaskingFilter(logging.Filter):
@@ -159,9 +207,10 @@ def remove_log_masking(logger_names: Iterable[str] = ("hft_search", "optuna")) -
 
 
 def make_storage(
-    url: str, *, heartbeat_interval: int = 60, grace_period: int | None = None, max_retries: int = 3
+    url: str, *, heartbeat_interval: int = 60, grace_period: int | None = None, max_retries: int = 3,
+    must_exist: bool = False,
 ) -> BaseStorage:
-    """Open (creating if needed) the storage named by ``url``.
+    """Open (creating if needed, unless ``must_exist``) the storage named by ``url``.
 
     Args:
         url: ``sqlite:///PATH``, ``postgresql[+DRIVER]://...`` or ``journal:PATH`` (also ``journal:///ABS``).
@@ -169,20 +218,86 @@ def make_storage(
         grace_period: seconds without a heartbeat after which a trial counts as dead; Optuna's default,
             ``2 * heartbeat_interval``, when None.
         max_retries: how many times the parameters of a dead worker's trial are re-queued.
+        must_exist: open an existing storage only, creating nothing (no folder, no file, no table): the mode
+            of the commands that only read a study (``status``, ``best``, ``report``, ``export``).
 
     Raises:
         StorageError: the URL has none of the accepted forms, or the storage cannot be opened. The message
             names the URL with its password masked and says how to fix it.
     """
-    scheme = url.partition(":")[0].lower()
+    scheme = check_url(url)
+    if must_exist:
+        _check_exists(url, scheme)
     if scheme == "journal":
         return _journal_storage(url)
     heartbeat = _heartbeat_kwargs(heartbeat_interval, grace_period, max_retries)
     if scheme == "sqlite":
-        return _sqlite_storage(url, heartbeat)
+        return _sqlite_storage(url, heartbeat, create=not must_exist)
+    return _postgres_storage(url, heartbeat)
+
+
+def check_url(url: str) -> str:
+    """The storage kind of ``url`` (``sqlite``, ``postgresql``, ``journal``), checked without opening anything.
+
+    ``run`` calls it before loading data and model, so that a mistyped URL fails at once, and opens the
+    storage only after them, so that a run that fails on its data or model leaves no empty database behind.
+    """
+    scheme = url.partition(":")[0].lower()
+    if scheme == "journal":
+        _journal_path(url)
+        return scheme
+    if scheme == "sqlite":
+        _parse_url(url)
+        return scheme
     if scheme == "postgresql" or scheme.startswith("postgresql+"):
-        return _postgres_storage(url, heartbeat)
+        _parse_url(url)
+        return "postgresql"
     raise StorageError(f"unsupported storage URL {mask_url(url)!r}: use {ACCEPTED_FORMS}.")
+
+
+def _no_storage(where: str, why: str) -> StorageError:
+    return StorageError(f"no study storage at {where} ({why}); check --storage (or $HFT_SEARCH_STORAGE): "
+                        "`hft-search run` creates a storage, the other commands only read one")
+
+
+def _check_exists(url: str, scheme: str) -> None:
+    """Raise :func:`_no_storage` unless ``url`` names a storage that Optuna has already written, touching nothing.
+
+    An SQLite file is opened read-only (``mode=ro``) to look for Optuna's ``studies`` table; a PostgreSQL
+    database is inspected for it; a journal file must exist and hold at least one record.
+    """
+    if scheme == "journal":
+        path = _journal_path(url)
+        if not path.is_file() or path.stat().st_size == 0:
+            raise _no_storage(str(path), "no such journal file" if not path.exists() else "an empty file")
+        return
+    if scheme == "sqlite":
+        database = _parse_url(url).database
+        path = Path(database or "")
+        if not database or database == ":memory:" or not path.is_file():
+            raise _no_storage(database or url, "no such file")
+        try:
+            with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
+                found = connection.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'studies'").fetchone()
+        except sqlite3.Error as error:
+            raise _no_storage(str(path), f"not an SQLite database: {error}") from None
+        if found is None:
+            raise _no_storage(str(path), "an SQLite file without Optuna's tables")
+        return
+    engine = sqlalchemy.create_engine(
+        _postgres_url(url), connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S})
+    try:
+        found = sqlalchemy.inspect(engine).has_table("studies")
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
+        summary = mask_error(_summary(error), url) if not isinstance(error, ImportError) \
+            else f"{error}; {POSTGRES_INSTALL_HINT}"
+        raise StorageError(f"cannot open {mask_url(url)!r}: {summary}\n{mask_error(_postgres_start_hint(url), url)}") \
+            from None
+    finally:
+        engine.dispose()
+    if not found:
+        raise _no_storage(mask_url(url), "a database without Optuna's tables")
 
 
 def delete_study_if_exists(name: str, storage: str | BaseStorage) -> bool:
@@ -211,16 +326,17 @@ def _heartbeat_kwargs(heartbeat_interval: int, grace_period: int | None, max_ret
     }
 
 
-def _sqlite_storage(url: str, heartbeat: dict[str, Any]) -> RDBStorage:
+def _sqlite_storage(url: str, heartbeat: dict[str, Any], *, create: bool = True) -> RDBStorage:
     """SQLite file in WAL mode, connections with a busy timeout and WAL's usual ``synchronous=NORMAL``; the
     file's folder is created.
 
     WAL lets readers (dashboards, ``status``) run while a worker writes, and it is a property of the database
     file that persists once set, so it is switched on once here rather than on every connection. The busy
     timeout is per connection: ``sqlite3.connect(timeout=...)`` installs it on each one the pool opens.
+    Without ``create`` (an existing database, opened to read) nothing is switched: the file stays as it is.
     """
     database = _parse_url(url).database
-    wal = bool(database) and database != ":memory:" and _enable_wal(Path(database))
+    wal = create and bool(database) and database != ":memory:" and _enable_wal(Path(database))
     engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     storage = _rdb_storage(url, engine_kwargs, heartbeat, hint="Check that the folder is writable.")
     if wal:
@@ -378,7 +494,8 @@ def _rdb_storage(
             return _open_rdb_storage(url, engine_kwargs, heartbeat)
         except (sqlalchemy.exc.SQLAlchemyError, StorageInternalError) as error:
             if attempt == SCHEMA_CREATION_ATTEMPTS or not _lost_schema_race(error):
-                raise StorageError(f"cannot open {mask_url(url)!r}: {_summary(error)}\n{hint}") from None
+                raise StorageError(f"cannot open {mask_url(url)!r}: {mask_error(_summary(error), url)}\n"
+                                   f"{mask_error(hint, url)}") from None
         attempt += 1
         time.sleep(random.uniform(0.1, 0.5))
 

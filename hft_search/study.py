@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
 from optuna.storages import BaseStorage
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from hft_search.exceptions import StorageError
 from hft_search.spec import StudySpec, grid_values
-from hft_search.storage import make_storage, mask_url, resolve_storage_url
+from hft_search.storage import check_url, make_storage, mask_spec_dump, mask_url, resolve_storage_url
 from hft_search.workers import (
     AbortTrial,
     GracefulStop,
@@ -58,11 +61,23 @@ def make_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.Ba
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    """Pruning between folds. Wilcoxon compares a trial's fold scores with the best trial's, fold by fold."""
-    if spec.study.pruner == "wilcoxon":
-        if spec.cv.folds < 5:
-            logger.warning("cv.folds=%d: the Wilcoxon pruner (p < 0.1) can only prune with 5 folds or more; "
-                           "use pruner: median for fewer folds", spec.cv.folds)
+    """The spec's pruner.
+
+    Multi-fidelity (``successive_halving``, ``hyperband``) decide after every fold-epoch, the resource being
+    the fold-epochs a trial has trained (``fold * max_epochs + epoch``): a hopeless configuration stops after
+    its first epoch of fold 0, a promising one earns every fold. Successive halving (asynchronous, as in
+    ASHA) keeps the best third of the trials at 1, 3, 9 ... fold-epochs, all trials competing; Hyperband
+    runs several such schedules (brackets) side by side, which hedges against a too early first cut but
+    splits a small budget into brackets whose trials never compete. Wilcoxon compares a trial's fold scores
+    with the best trial's, fold by fold; median compares each fold score with the other trials' at that fold.
+    """
+    resource = spec.cv.folds * spec.max_epochs()
+    if spec.study.pruner == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3,
+                                                      min_early_stopping_rate=0)
+    if spec.study.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=resource, reduction_factor=3)
+    if spec.study.pruner == "wilcoxon":  # the spec guarantees it enough folds (spec.PRUNER_MIN_FOLDS)
         return experimental(lambda: optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2))
     if spec.study.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
@@ -88,24 +103,64 @@ def _storage_for(spec: StudySpec, url: str) -> BaseStorage:
 
 def _open_study_in(spec: StudySpec, backend: BaseStorage, url: str, name: str,
                    sampler_seed: int | None = None) -> optuna.Study:
-    study = optuna.create_study(storage=backend, study_name=name, directions=directions(spec),
-                                sampler=make_sampler(spec, sampler_seed), pruner=make_pruner(spec),
-                                load_if_exists=True)
+    try:
+        study = optuna.create_study(storage=backend, study_name=name, directions=directions(spec),
+                                    sampler=make_sampler(spec, sampler_seed), pruner=make_pruner(spec))
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=backend, pruner=make_pruner(spec))
+        created = False
     stored = study.user_attrs.get("spec_hash")
     if stored is None:
-        study.set_user_attr("spec", spec.model_dump(mode="json"))
+        study.set_user_attr("spec", mask_spec_dump(spec.model_dump(mode="json")))
         study.set_user_attr("spec_hash", spec.search_hash())
         study.set_user_attr("metric", spec.cv.metric)
         study.set_user_attr("objectives", spec.study.objectives)
-    elif stored != spec.search_hash():
-        raise StorageError(
-            f"study {name!r} in {mask_url(url)} was created from a different spec (data, model, cv or search "
-            "space changed); resuming would mix results. "
-            "Use --study-name NEW_NAME or restore the original spec."
-        )
+    check_resumable(study, spec, url)
+    if not created:
+        study.sampler = make_sampler(spec, resumed_seed(spec, study) if sampler_seed is None else sampler_seed)
     logger.info("study %s in %s: %d of %d trials done", name, mask_url(url), counted_trials(study),
                 spec.study.n_trials)
     return study
+
+
+def check_resumable(study: optuna.Study, spec: StudySpec, url: str) -> None:
+    """Refuse to resume a study that the spec contradicts: other directions, objectives or search.
+
+    Optuna keeps the directions a study was created with and ignores those of a later ``create_study``, so a
+    resumed study with another ``direction`` would silently optimise the old one, and one with other
+    ``objectives`` would fail every trial (the objective returns more values than the study takes), for ever.
+    """
+    stored_directions = [d.name.lower() for d in study.directions]
+    differences = []
+    if stored_directions != directions(spec):
+        differences.append(f"directions {stored_directions} (spec: {directions(spec)})")
+    stored_objectives = study.user_attrs.get("objectives")
+    if stored_objectives is not None and stored_objectives != spec.study.objectives:
+        differences.append(f"objectives {stored_objectives!r} (spec: {spec.study.objectives!r})")
+    if study.user_attrs.get("spec_hash") != spec.search_hash():
+        differences.append("data, model, cv, search space or fixed knobs")
+    if differences:
+        raise StorageError(
+            f"study {study.study_name!r} in {mask_url(url)} was created with other {'; '.join(differences)}; "
+            "resuming would mix incomparable trials. Use --study-name NEW_NAME (or a new spec `name`), "
+            "or restore the original spec.")
+
+
+def resumed_seed(spec: StudySpec, study: optuna.Study) -> int:
+    """The sampler seed of a process that joins or resumes an existing study.
+
+    With the spec's seed again, the sampler would replay the sequence of the first process: its random
+    start-up trials, or every trial of random search, would be configurations already fine-tuned. Mixing in
+    how many trials the study holds gives each resume a new sequence that is still a function of the study
+    (resuming the same study twice draws the same). Trials still RUNNING mean another process is at work on
+    the study right now, at the same count perhaps: then this process's id is mixed in too.
+    """
+    trials = study.get_trials(deepcopy=False)
+    parts = f"{spec.study.seed}:{len(trials)}"
+    if any(t.state == TrialState.RUNNING for t in trials):
+        parts += f":{socket.gethostname()}:{os.getpid()}"
+    return zlib.crc32(parts.encode())
 
 
 def target_trials(spec: StudySpec, n_trials: int | None = None) -> int:
@@ -146,13 +201,17 @@ def run_study(spec: StudySpec, *, n_trials: int | None = None, storage: str | No
     confines interrupts to the objective (:class:`~hft_search.workers.AbortTrial`, for Ray's workers).
     """
     url = resolve_storage_url(storage, spec.study.storage)
-    backend = _storage_for(spec, url)  # a wrong URL fails here, before the model is loaded
+    # A database server is opened first, so that an unreachable one fails before the model is loaded; a file
+    # storage last, so that a run whose data or model cannot load leaves no empty database file behind.
+    backend = _storage_for(spec, url) if check_url(url) == "postgresql" else None
     fingerprint = None
     if objective is None:  # before the study: a spec whose data or model cannot load leaves no study behind
         from hft_search.objective import CVObjective
 
         cv = CVObjective(spec, cache=default_cache(spec, url), progress=progress)
         objective, fingerprint = cv, cv.data.fingerprint
+    if backend is None:
+        backend = _storage_for(spec, url)
     study = _open_study_in(spec, backend, url, study_name or spec.name, sampler_seed)
     if fingerprint is not None and "data_fingerprint" not in study.user_attrs:
         study.set_user_attr("data_fingerprint", fingerprint)
@@ -174,9 +233,9 @@ def run_worker(spec: StudySpec, *, storage: str | None = None, study_name: str |
 
 
 def load_study(study_name: str, storage: str | None) -> optuna.Study:
-    """An existing study, with a clear error naming the studies that do exist."""
+    """An existing study, with a clear error naming the studies that do exist; creates nothing."""
     url = resolve_storage_url(storage, None)
-    backend = make_storage(url)
+    backend = make_storage(url, must_exist=True)
     try:
         return optuna.load_study(study_name=study_name, storage=backend)
     except KeyError:

@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hft_search.exceptions import StorageError
+from hft_search.exceptions import SpecError, SpecIssue, StorageError
 from hft_search.spec import StudySpec, check_against_layers, load_spec
 
 _KEY_PARAMS = ("training.learning_rate", "freeze.layers", "importance.threshold", "distill.alpha",
@@ -17,13 +17,25 @@ _KEY_PARAMS = ("training.learning_rate", "freeze.layers", "importance.threshold"
 
 
 def validate(path: str | Path, *, check_model: bool = True) -> StudySpec:
-    """Load a spec and, unless told not to, check its layer knobs against the model's config."""
+    """Load a spec and, unless told not to, check it against the model's config: the family (inferred into
+    ``model.family``, or checked when the spec names one), layer counts, input length, LoRA rank and targets,
+    and that a given teacher checkpoint loads. What passes here does not fail every trial later."""
     spec = load_spec(path)
-    if check_model:
-        from hft_search.models import load_config, num_layers_in_config
+    if not check_model:
+        return spec
+    from hft_search.models import load_config, model_info
 
-        check_against_layers(spec, num_layers_in_config(load_config(spec.model.name, spec.model.revision)))
-    return spec
+    info = model_info(spec.model.name, spec.model.revision)
+    if spec.model.family not in (None, info.family):
+        raise SpecError([SpecIssue("model.family", f"{spec.model.family!r}, but {spec.model.name} is a "
+                                   f"{info.label} model ({info.family!r}); fix model.family or drop it")],
+                        str(path))
+    check_against_layers(spec, info.num_layers, max_positions=info.max_positions, hidden_size=info.hidden_size,
+                         block_modules=info.block_modules)
+    teacher = spec.fixed.get("distill.teacher")
+    if isinstance(teacher, str):
+        load_config(teacher)
+    return spec.model_copy(update={"model": spec.model.model_copy(update={"family": info.family})})
 
 
 def _fmt(value: Any) -> str:
@@ -32,11 +44,16 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def value_with_std(value: float, std: object) -> str:
+    """``0.8123 ± 0.0150``: a mean fold score and its spread over the folds, as every view shows it (the
+    spread is left out when it was not recorded)."""
+    return f"{value:.4f}" + (f" ± {std:.4f}" if isinstance(std, (int, float)) else "")
+
+
 def _value(trial: FrozenTrial) -> str:
     if trial.values is None:
         return "-"
-    std = trial.user_attrs.get("score_std")
-    head = f"{trial.values[0]:.4f}" + (f" ± {std:.4f}" if isinstance(std, float) else "")
+    head = value_with_std(trial.values[0], trial.user_attrs.get("score_std"))
     return " / ".join([head, *(f"{v:.4g}" for v in trial.values[1:])])
 
 
@@ -86,7 +103,7 @@ def best_summary(study: optuna.Study, trial_number: int | None = None) -> dict[s
         "trainable_fraction": attrs.get("trainable_fraction"),
         "trainable_params": attrs.get("trainable_params"),
         "params": dict(trial.params),
-        "provenance": {k: attrs.get(k) for k in ("data_fingerprint", "device", "seed", "versions",
+        "provenance": {k: attrs.get(k) for k in ("data_fingerprint", "device", "seeds", "versions",
                                                   "fold_times_s", "peak_memory_mb", "importance_cut",
                                                   "teacher_scores")},
     }

@@ -197,13 +197,19 @@ class _Admission:
 
 
 class _HideSurplusFailures(logging.Filter):
-    """Drops Optuna's "Trial N failed" warnings about surplus trials: not failures (logged at INFO here)."""
+    """Drops Optuna's "Trial N failed" warnings about surplus trials: not failures (logged at INFO here).
+
+    Also takes the traceback off Optuna's warning about a trial ended by Ctrl-C or a second stop signal: it
+    shows where the process happened to be, which says nothing to a user; the one line stays.
+    """
 
     def __init__(self, admission: _Admission) -> None:
         super().__init__()
         self.admission = admission
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            record.exc_info, record.exc_text = None, None
         message = record.getMessage()
         return not any(message.startswith(f"Trial {n} failed") for n in self.admission.surplus)
 
@@ -229,7 +235,10 @@ def experimental(factory: Callable[[], Any]) -> Any:
 
 
 def _heartbeat_interval(study: optuna.Study) -> int | None:
-    """The storage's heartbeat interval; None for storages without heartbeats (journal)."""
+    """The storage's heartbeat interval; None for storages without heartbeats (journal).
+
+    ``Study`` has no public accessor for its storage in Optuna 5 (pinned <6 in pyproject.toml for this).
+    """
     interval = getattr(study._storage, "get_heartbeat_interval", None)
     return interval() if interval is not None else None
 
@@ -570,3 +579,41 @@ def worker_seed(spec: StudySpec) -> int:
     twice. Folds and training seeds stay the spec's, so trials remain comparable across workers.
     """
     return (spec.study.seed + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())) % 2**32
+
+
+def requeue_running(study: optuna.Study, *, older_than_s: float = 0.0, max_retries: int = 3) -> list[int]:
+    """Mark the study's RUNNING trials that started more than ``older_than_s`` seconds ago FAIL, and re-queue
+    their parameters as WAITING trials; return their numbers (``hft-search requeue``).
+
+    The way out for storages without heartbeats (journal): there a worker that was killed leaves its trial
+    RUNNING for ever, holding one of the ``n_trials`` places. Only the user knows that no worker runs it any
+    more; a live worker whose trial is re-queued finds it FAIL at its end and drops its result.
+    """
+    now = time.time()
+    requeue = experimental(lambda: RetryHeartbeatStaleTrialCallback(max_retry=max_retries))
+    done = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        started = trial.datetime_start.timestamp() if trial.datetime_start else now
+        if now - started < older_than_s:
+            continue
+        try:
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (UpdateFinishedTrialError, ValueError):
+            continue  # it finished meanwhile
+        requeue(study, _trial(study, trial.number))
+        done.append(trial.number)
+    return done
+
+
+def shortfall(study: optuna.Study, n_trials: int) -> str | None:
+    """Why a study ended below ``n_trials`` counted trials, with what to do; None when it reached them."""
+    trials = study.get_trials(deepcopy=False)
+    counted = sum(counts(t) for t in trials)
+    if counted >= n_trials:
+        return None
+    running = [t.number for t in trials if t.state == TrialState.RUNNING]
+    held = (f"; trials {', '.join(map(str, running))} are RUNNING in other workers, or in workers that died: "
+            f"if none runs them, `hft-search requeue --study {study.study_name} --storage URL` re-queues them"
+            if running else "")
+    return (f"study {study.study_name!r} stopped at {counted} of {n_trials} counted trials{held}; "
+            "run the same command again to continue")

@@ -51,9 +51,9 @@ class CheapObjective:
         self.seconds = seconds
 
     def __call__(self, trial: optuna.Trial) -> float:
-        trial.set_user_attr(STARTED, os.getpid())
         layers = trial.suggest_int("freeze.layers", 0, 5)
         epochs = trial.suggest_int("training.epochs", 1, 4)
+        trial.set_user_attr(STARTED, os.getpid())  # after sampling: a trial seen started has all its params
         value = layers + epochs / 10
         time.sleep(self.seconds)
         for fold in range(FOLDS):

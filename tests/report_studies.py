@@ -90,7 +90,7 @@ def trial_attrs(params: dict[str, Any], fold_scores: list[float], seed: int, **e
         "fold_times_s": [12.5 + i for i in range(len(fold_scores))],
         "peak_memory_mb": 812.5,
         "device": "cpu",
-        "seed": seed,
+        "seeds": [seed * 1000 + f for f in range(len(fold_scores))],
         "versions": VERSIONS,
         "data_fingerprint": "d4t4f1n63rpr1n7",
         "config": {"training.epochs": 2, "training.batch_size": 32, **params},

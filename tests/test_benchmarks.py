@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE_MODULES = ("memory", "trial_overhead", "caching", "scaling", "search_efficiency", "search_quality", "threads",
-                 "connections")
+                 "connections", "decoder")
 """Benchmarks whose JSON the runner writes (``engine`` and ``storage`` write their own)."""
 MACHINE_KEYS = {"cpu_count": int, "torch_threads": int, "torch": str, "transformers": str, "optuna": str,
                 "peft": str, "device": str, "device_name": str}
@@ -65,6 +65,10 @@ def test_suite_runs_and_writes_results_of_the_documented_shape(tiny_model_dir: P
     overhead = json.loads((results / "trial_overhead.json").read_text())["smoke"]
     assert overhead["gpu"] == {"skipped": "no CUDA device"} or overhead["gpu"]["targets"]
     assert set(overhead["cpu"]["trial_seconds"]) == {"hft_search", "bare", "trainer"}
+    decoder = json.loads((results / "decoder.json").read_text())["smoke"]
+    assert decoder["gpu"] == {"skipped": "no CUDA"} or decoder["gpu"]["targets"]
+    assert {row["model"] for row in decoder["cpu"]["rows"]} == {"qwen2", "bert"}
+    assert all(row["trials_per_hour"] > 0 and row["peak_memory_mb"] > 0 for row in decoder["cpu"]["rows"])
 
     engine = json.loads((results / "engine.json").read_text())
     quick = [entry for key, entry in engine.items() if key.endswith(":quick")]

@@ -34,6 +34,7 @@ from hft_search.export import (
     train_final,
     tune_threshold,
 )
+from hft_search.export._spec import final_epochs
 from hft_search.spec import knob_names
 from tests.conftest import write_csv
 
@@ -97,7 +98,9 @@ def test_export_is_a_complete_spec_that_validates(best_yaml: Path, study_root: P
     study = _load_study(study_root)
     best = study.best_trial
     assert spec.search_space == {} and set(spec.fixed) == set(knob_names())  # defaults pinned too
-    assert HybridConfig.from_flat(spec.fixed) == HybridConfig.from_flat(best.user_attrs["config"])
+    pinned = {**best.user_attrs["config"], "training.epochs": final_epochs(best.user_attrs["fold_best_epochs"])}
+    assert HybridConfig.from_flat(spec.fixed) == HybridConfig.from_flat(pinned)  # epochs: the median best epoch
+    assert spec.provenance["cv_epochs"] == best.user_attrs["config"]["training.epochs"]
     prov = spec.provenance
     assert (prov["study"], prov["trial"], prov["value"]) == ("exp", best.number, best.value)
     assert prov["std"] == best.user_attrs["score_std"] and prov["fold_scores"] == best.user_attrs["fold_scores"]
@@ -184,7 +187,8 @@ def test_metadata_records_spec_provenance_and_metrics(trained: TrainedModel, bes
     assert load_spec(best_yaml).model_dump(mode="json") == meta["spec"]
     report = meta["metrics"]["classification_report"]
     assert set(report) >= {"negative", "positive", "accuracy", "macro avg"} and meta["metrics"]["rows"] == 40
-    assert meta["training"]["rows"] == 96 and meta["training"]["epochs"] == 10
+    assert meta["training"]["rows"] == 96
+    assert meta["training"]["epochs"] == load_spec(best_yaml).fixed["training.epochs"]
 
 
 def test_final_metrics_are_recorded_in_the_study(trained: TrainedModel, study_root: Path) -> None:
@@ -222,7 +226,9 @@ def test_threshold_is_tuned_on_out_of_fold_data_only(trained: TrainedModel, best
     other = train_final(spec, tmp_path / "m", tune_threshold_for="f1")
     first, second = trained.metadata["threshold"], other.metadata["threshold"]
     assert (first["value"], first["oof_score"], first["rows"]) == (second["value"], second["oof_score"], 96)
-    assert trained.metadata["metrics"]["score"] != other.metadata["metrics"]["score"]  # the test split did change
+    # the same model (same training rows), evaluated on the flipped split: true classes swap rows
+    np.testing.assert_allclose(other.test_probs, trained.test_probs)
+    assert other.metadata["metrics"]["confusion_matrix"] == trained.metadata["metrics"]["confusion_matrix"][::-1]
 
 
 def test_predict_applies_the_stored_threshold(trained: TrainedModel, tiny_test_csv: Path, tmp_path: Path) -> None:
@@ -298,6 +304,29 @@ def test_predict_bad_input_is_one_clear_error_and_writes_nothing(trained: Traine
     assert main(["predict", str(trained.path), "--input", str(source), "--output", str(out)]) == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err and not out.exists()
+
+
+def test_predict_reads_parquet_through_the_training_reader(trained: TrainedModel, tiny_test_csv: Path,
+                                                            tmp_path: Path) -> None:
+    import datasets
+
+    parquet = tmp_path / "test.parquet"
+    datasets.load_dataset("csv", data_files=str(tiny_test_csv), split="train").to_parquet(str(parquet))
+    from_csv = predict_file(trained.path, tiny_test_csv)
+    from_parquet = predict_file(trained.path, parquet, tmp_path / "out.jsonl")
+    assert [r["predicted_label"] for r in from_parquet] == [r["predicted_label"] for r in from_csv]
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == len(from_csv)
+
+
+def test_predict_replaces_an_output_only_with_force(trained: TrainedModel, tiny_test_csv: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out.csv"
+    out.write_text("keep me")
+    args = ["predict", str(trained.path), "--input", str(tiny_test_csv), "--output", str(out)]
+    assert main(args) == 2
+    assert "--force" in capsys.readouterr().err and out.read_text() == "keep me"
+    assert main([*args, "--force"]) == 0
+    assert out.read_text().startswith("text,label,predicted_label")
 
 
 def test_tune_threshold_maximises_the_metric_between_observed_probabilities() -> None:

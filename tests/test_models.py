@@ -41,10 +41,13 @@ def test_truncated_model_round_trips(tiny_model_dir: Path, tmp_path: Path) -> No
 
 
 def test_unsupported_architecture_lists_the_supported(tmp_path: Path) -> None:
-    from transformers import GPT2Config, GPT2ForSequenceClassification
+    from transformers import ElectraConfig, ElectraForSequenceClassification
 
-    GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).save_pretrained(tmp_path)
-    with pytest.raises(ModelError, match="architecture 'gpt2' is not supported; supported families: bert"):
+    ElectraForSequenceClassification(ElectraConfig(num_hidden_layers=1, hidden_size=16, num_attention_heads=2,
+                                                   intermediate_size=32, embedding_size=16, vocab_size=50)
+                                     ).save_pretrained(tmp_path)
+    with pytest.raises(ModelError, match="architecture 'electra' is not supported; supported families: bert, "
+                                         "deberta-v2, distilbert, gpt2, llama, mistral, qwen2"):
         load_base(str(tmp_path), ("a", "b"))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -10,7 +11,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from hft_search import objective as objective_module
+from hft_search import cv as cv_module
 from hft_search import spec_from_dict
 from hft_search.caching import Cache
 from hft_search.objective import CVObjective
@@ -36,9 +37,10 @@ def test_each_sampler_runs(tiny_spec_dict: dict, sampler: str) -> None:
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
 
 
-@pytest.mark.parametrize("pruner", ["wilcoxon", "median", "none"])
+@pytest.mark.parametrize("pruner", ["successive_halving", "hyperband", "wilcoxon", "median", "none"])
 def test_each_pruner_runs(tiny_spec_dict: dict, pruner: str) -> None:
-    spec = spec_with(tiny_spec_dict, study={"pruner": pruner, "n_trials": 2})
+    folds = {"folds": 5} if pruner == "wilcoxon" else {}
+    spec = spec_with(tiny_spec_dict, cv=folds, study={"pruner": pruner, "n_trials": 2})
     assert len(run_study(spec).trials) == 2
 
 
@@ -54,6 +56,50 @@ def test_wilcoxon_prunes_a_clearly_worse_trial_before_its_last_fold(tiny_spec_di
     assert good.state == TrialState.COMPLETE
     assert bad.state == TrialState.PRUNED, (good.intermediate_values, bad.intermediate_values)
     assert len(bad.intermediate_values) < 5 and "pruned after fold" in bad.user_attrs["fail_reason"]
+
+
+def _competitor(value: float, steps: int) -> Callable[[optuna.Trial], float]:
+    """An objective whose running CV estimate is ``value`` at every fold-epoch, judged by the study's pruner."""
+
+    def objective(trial: optuna.Trial) -> float:
+        for step in range(1, steps + 1):
+            trial.report(value, step)
+            trial.should_prune()  # records the rungs it reached, as a real trial's would be
+        return value
+
+    return objective
+
+
+@pytest.mark.parametrize(("competitor", "pruned"), [(0.95, True), (0.05, False)])
+def test_successive_halving_stops_a_hopeless_trial_after_its_first_epoch_and_lets_a_good_one_finish(
+        tiny_spec_dict: dict, competitor: float, pruned: bool) -> None:
+    # Against trials that were far better at every fold-epoch, the trial stops after fold 0's first epoch;
+    # against far worse ones, it is the best at every rung (1, 3, 9 fold-epochs) and runs every fold.
+    spec = spec_with(tiny_spec_dict, cv={"folds": 2}, study={"pruner": "successive_halving", "n_trials": 4},
+                     fixed={"training.epochs": 5, "training.batch_size": 16, "training.patience": 10})
+    study = open_study(spec)
+    study.optimize(_competitor(competitor, 10), n_trials=3)
+    optimize(study, CVObjective(spec), 4)
+    trial = study.trials[-1]
+    if pruned:
+        assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [1]
+        assert trial.user_attrs["fail_reason"] == "pruned at fold 0 epoch 1 (successive_halving)"
+        assert trial.user_attrs["fold_scores"] == []  # no fold finished: no fold score recorded
+    else:
+        assert trial.state == TrialState.COMPLETE and len(trial.user_attrs["fold_scores"]) == 2
+        # every fold-epoch reported at step fold * 5 + epoch: the running CV estimate
+        assert sorted(trial.intermediate_values) == list(range(1, 11))
+
+
+def test_hyperband_reports_every_fold_epoch_at_the_same_steps_in_every_trial(tiny_spec_dict: dict) -> None:
+    spec = spec_with(tiny_spec_dict, cv={"folds": 2}, study={"pruner": "hyperband", "n_trials": 1},
+                     fixed={"training.epochs": 2, "training.batch_size": 8, "training.patience": 10})
+    study = run_study(spec)
+    (trial,) = study.trials
+    assert trial.state == TrialState.COMPLETE
+    assert sorted(trial.intermediate_values) == [1, 2, 3, 4]
+    folds = trial.user_attrs["fold_scores"]
+    assert trial.intermediate_values[4] == pytest.approx(sum(folds) / 2)  # the last step is the CV estimate
 
 
 def test_conditional_knobs_absent_when_their_group_is_off(tiny_spec_dict: dict) -> None:
@@ -94,12 +140,12 @@ def test_corrupted_cache_entry_is_recomputed(tiny_spec_dict: dict, tmp_path: Pat
     entry = next((tmp_path / "cache" / "tokenized").rglob("*.pt"))
     entry.write_bytes(entry.read_bytes()[:-100])
     again = CVObjective(spec, cache=Cache(tmp_path / "cache"))
-    assert torch.equal(first.tokens.input_ids, again.tokens.input_ids)
+    assert torch.equal(first.cv.tokens.input_ids, again.cv.tokens.input_ids)
 
 
 def test_out_of_memory_is_recorded_and_the_study_goes_on(tiny_spec_dict: dict,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    real = objective_module.fine_tune
+    real = cv_module.fine_tune
     calls = {"n": 0}
 
     def out_of_memory_once(*args: object, **kwargs: object) -> object:
@@ -108,7 +154,7 @@ def test_out_of_memory_is_recorded_and_the_study_goes_on(tiny_spec_dict: dict,
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(objective_module, "fine_tune", out_of_memory_once)
+    monkeypatch.setattr(cv_module, "fine_tune", out_of_memory_once)
     study = run_study(spec_from_dict(tiny_spec_dict))
     first, second = study.trials[0], study.trials[-1]
     assert first.state == TrialState.FAIL and "out of memory in fold 0" in first.user_attrs["fail_reason"]

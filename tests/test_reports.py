@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import os
@@ -352,9 +353,17 @@ def test_report_is_rewritten_in_place(storage: str, tmp_path: Path) -> None:
 def test_default_folder_is_named_after_the_study(storage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     create_hybrid_study(storage, name=EVIL_NAME, n_complete=2)
     monkeypatch.chdir(tmp_path)
-    assert default_report_dir(EVIL_NAME) == Path("dashboards/script_alert_1_script")
-    assert write_report(EVIL_NAME, storage) == Path("dashboards/script_alert_1_script/index.html")
-    assert (tmp_path / "dashboards/script_alert_1_script/index.html").exists()
+    folder = Path(f"dashboards/script_alert_1_script-{hashlib.sha256(EVIL_NAME.encode()).hexdigest()[:8]}")
+    assert default_report_dir(EVIL_NAME) == folder
+    assert write_report(EVIL_NAME, storage) == tmp_path / folder / "index.html"
+    assert (tmp_path / folder / "index.html").exists()
+    assert default_report_dir("plain-name_1.0") == Path("dashboards/plain-name_1.0")
+
+
+def test_names_that_sanitise_alike_get_different_folders() -> None:
+    assert default_report_dir("evil") == Path("dashboards/evil")
+    assert default_report_dir("../../evil") not in (Path("dashboards/evil"), default_report_dir("evil/"))
+    assert default_report_dir("../../evil").parent == Path("dashboards")
 
 
 def test_a_missing_study_is_an_error_that_lists_the_studies(stored: str) -> None:

@@ -43,7 +43,7 @@ def test_run_two_trials_then_resume(tiny_spec_dict: dict, tmp_path: Path) -> Non
 def test_resume_with_a_different_search_space_is_refused(tiny_spec_dict: dict) -> None:
     open_study(spec_from_dict(tiny_spec_dict))
     changed = {**tiny_spec_dict, "search_space": {"training.learning_rate": {"float": [1e-5, 1e-4]}}}
-    with pytest.raises(StorageError, match="different spec"):
+    with pytest.raises(StorageError, match="data, model, cv, search space or fixed knobs.*--study-name"):
         open_study(spec_from_dict(changed))
 
 
@@ -91,7 +91,7 @@ def test_validate_checks_layers_against_the_model(tiny_spec_dict: dict, tmp_path
                                                   capsys: pytest.CaptureFixture) -> None:
     raw = {**tiny_spec_dict, "search_space": {"freeze.layers": {"int": [0, 9]}}}
     assert main(["validate", str(write_spec(tmp_path, raw))]) == 2
-    assert "search_space.freeze.layers: 9 exceeds the model's 4 encoder layers" in capsys.readouterr().err
+    assert "search_space.freeze.layers: 9 exceeds the model's 4 blocks" in capsys.readouterr().err
 
 
 def test_study_loads_with_plain_optuna(tiny_spec_dict: dict) -> None:

@@ -84,7 +84,7 @@ def test_data_needs_exactly_one_source() -> None:
 
 def test_layers_checked_against_model() -> None:
     spec = spec_from_dict({**VALID, "search_space": {"freeze.layers": {"int": [0, 8]}}})
-    with pytest.raises(SpecError, match="search_space.freeze.layers: 8 exceeds the model's 6 encoder layers"):
+    with pytest.raises(SpecError, match="search_space.freeze.layers: 8 exceeds the model's 6 blocks"):
         check_against_layers(spec, 6)
     check_against_layers(spec, 12)
 

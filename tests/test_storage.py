@@ -316,7 +316,13 @@ class TestResolveStorageUrl:
         ("postgresql://user:@host/db", "postgresql://user:***@host/db"),
         ("postgresql://u:p%40ss%3Aw%2Frd!$&*@h/db", "postgresql://u:***@h/db"),
         ("postgresql://u:pa:ss@h/db", "postgresql://u:***@h/db"),
-        ("postgresql://u:raw@at@h:1/db?app=x@y", "postgresql://u:***@h:1/db?app=x@y"),
+        # the password runs to the last "@" of the URL: an "@" in the query masks too much, never too little
+        ("postgresql://u:raw@at@h:1/db?app=x@y", "postgresql://u:***@y"),
+        ("postgresql+psycopg://postgres:pa/ss3cr3t@127.0.0.1:1/x", "postgresql+psycopg://postgres:***@127.0.0.1:1/x"),
+        ("postgresql://u:a/b?c#d:e@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:'q\"uo@te'@h/db", "postgresql://u:***@h/db"),
+        ("cannot open 'postgresql://u:s/e@c:r@h:5432/db': refused",
+         "cannot open 'postgresql://u:***@h:5432/db': refused"),
         (
             "postgresql://u@h/db?sslmode=require&password=secret",
             "postgresql://u@h/db?sslmode=require&password=***",

@@ -208,7 +208,7 @@ def test_truncated_student_is_a_real_smaller_model(tiny_base: BaseModel, tiny_tr
 
 
 def test_student_cannot_be_larger_than_the_model(tiny_base: BaseModel) -> None:
-    with pytest.raises(SpecError, match="distill.student_layers: 9 exceeds the model's 4 encoder layers"):
+    with pytest.raises(SpecError, match="distill.student_layers: 9 exceeds the model's 4 blocks"):
         prepare(tiny_base.fresh(0), flat({"distill.enabled": True, "distill.student_layers": 9}))
 
 

@@ -18,10 +18,12 @@ from hft_search.training import (
     compute_importance,
     compute_metric,
     fine_tune,
+    initial_model,
     predict_logits,
     resolve_device,
     teacher_config,
 )
+from hft_search.training.importance import importance_batches
 from hft_search.training.loop import EarlyStopping, set_dropout
 from hft_search.training.optim import build_optimizer, linear_schedule, no_decay_names
 
@@ -144,12 +146,45 @@ def test_nan_loss_fails_the_trial_naming_epoch_and_step(tiny_base: BaseModel,
         fine_tune(tiny_base, knobs, tiny_train, None, device="cpu", teacher_logits=teacher)
 
 
-def test_teacher_config_is_the_plain_full_model() -> None:
+def test_teacher_config_is_the_plain_full_model_with_its_own_knobs() -> None:
     knobs = flat({"distill.enabled": True, "distill.student_layers": 2, "distill.teacher_epochs": 5,
-                  "freeze.enabled": True, "lora.enabled": True, "training.learning_rate": 3e-4})
+                  "distill.teacher_batch_size": 8, "freeze.enabled": True, "lora.enabled": True,
+                  "training.learning_rate": 3e-4, "training.batch_size": 4, "training.epochs": 1})
     teacher = teacher_config(knobs)
     assert not any(getattr(teacher, group).enabled for group in ("distill", "freeze", "lora", "importance"))
-    assert teacher.training.epochs == 5 and teacher.training.learning_rate == 3e-4
+    # the student's training.* values never shape the teacher: only the distill.teacher_* knobs do
+    assert teacher.training.epochs == 5 and teacher.training.batch_size == 8
+    assert teacher.training.learning_rate == 5e-5
+
+
+def test_importance_is_scored_on_the_truncated_student(tiny_base: BaseModel, tiny_train: TokenizedSplit) -> None:
+    from hft_search.spec import ImportanceConfig
+
+    student = flat({**FAST, "distill.enabled": True, "distill.student_layers": 1, "importance.enabled": True})
+    full = flat({**FAST, "importance.enabled": True})
+    settings = ImportanceConfig(enabled=True)
+    on_student = compute_importance(initial_model(tiny_base, student, 3), tiny_train, settings, batch_size=8,
+                                    device="cpu", seed=3)
+    on_full = compute_importance(initial_model(tiny_base, full, 3), tiny_train, settings, batch_size=8,
+                                 device="cpu", seed=3)
+    assert tiny_base.num_layers > 1
+    assert not any(".layer.1." in name for name in on_student)  # only the kept block (and the rest) is scored
+    shared = [name for name in on_student if name in on_full]
+    assert shared and any(not torch.equal(on_student[n], on_full[n]) for n in shared)
+    # what the student's own gradients give: |dL/dθ| averaged over the same batches
+    model = initial_model(tiny_base, student, 3).eval()
+    batches = list(importance_batches(tiny_train, 8, settings.batches, 3))
+    expected = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for _, batch in batches:
+        labels = batch.pop("labels")
+        loss = torch.nn.functional.cross_entropy(model(**batch).logits, labels)
+        names = [name for name, _ in model.named_parameters()]
+        grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+        for name, grad in zip(names, grads, strict=True):
+            if grad is not None:
+                expected[name] += grad.abs()
+    for name, value in on_student.items():
+        torch.testing.assert_close(value, expected[name] / len(batches))
 
 
 def test_distillation_with_alpha_zero_needs_no_teacher(tiny_base: BaseModel,

@@ -21,14 +21,14 @@ import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from hft_search.data import TextSplit, tokenize
+from hft_search.data import TextSplit, read_table, tokenize
 from hft_search.exceptions import DataError, ExportError
-from hft_search.export._files import write_text_atomic
 from hft_search.export._metrics import decide
 from hft_search.export._train import FORMAT_VERSION, INT8_FOLDER, METADATA_FILE
+from hft_search.files import check_output, write_text_atomic
 from hft_search.training import predict_logits, resolve_device
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
+OUTPUT_SUFFIXES = (".csv", ".tsv", ".jsonl")
 PREDICTED_COLUMN = "predicted_label"
 
 
@@ -78,67 +78,27 @@ def load_model(path: str | Path, *, int8: bool = False, device: str = "auto") ->
     folder = path / INT8_FOLDER if int8 else path
     if int8 and not folder.is_dir():
         raise ExportError(f"{path} has no int8 model; train it with --quantize int8")
-    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-    return SavedModel(path, model, AutoTokenizer.from_pretrained(folder), metadata,
+    model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=False).eval()
+    return SavedModel(path, model, AutoTokenizer.from_pretrained(folder, trust_remote_code=False), metadata,
                       torch.device("cpu") if int8 else resolve_device(device))
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Tables: csv, tsv, jsonl.
+# Tables: read as training reads them (csv, tsv, jsonl, parquet); written as csv, tsv or jsonl.
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _suffix(path: Path, what: str) -> str:
+def _output_suffix(path: Path) -> str:
     suffix = path.suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
-        raise DataError(f"{what} {path}: unknown extension {path.suffix!r}; use {', '.join(TABLE_SUFFIXES)}")
+    if suffix not in OUTPUT_SUFFIXES:
+        raise DataError(f"output {path}: unknown extension {path.suffix!r}; use {', '.join(OUTPUT_SUFFIXES)}")
     return suffix
 
 
-def _read_delimited(path: Path, text: str, delimiter: str) -> list[dict[str, Any]]:
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL  # as data.py reads training .tsv
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    header = next(reader, [])
-    rows = []
-    for fields in reader:
-        if not fields:
-            continue
-        if len(fields) != len(header):
-            raise DataError(f"{path}, line {reader.line_num}: has {len(fields)} fields where the header has "
-                            f"{len(header)}; fix the row or quote its text")
-        rows.append(dict(zip(header, fields, strict=True)))
-    return rows
-
-
-def _read_jsonl(path: Path, text: str) -> list[dict[str, Any]]:
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{path}, line {number}: each line must be a JSON object with a text field")
-        rows.append(row)
-    return rows
-
-
-def read_table(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a csv/tsv/jsonl file, with errors that name the file and line."""
-    path = Path(path)
-    suffix = _suffix(path, "input")
-    if not path.is_file():
-        raise DataError(f"input {path} does not exist; check the path")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise DataError(f"input {path} is not UTF-8 text (byte {error.start}); re-save it as UTF-8") from None
-    if suffix == ".jsonl":
-        rows = _read_jsonl(path, text)
-    else:
-        rows = _read_delimited(path, text, "\t" if suffix == ".tsv" else ",")
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a csv/tsv/jsonl/parquet file, through the reader training uses (:func:`hft_search.data.read_table`),
+    every csv/tsv column as the text written."""
+    rows = read_table(path, "input").to_list()
     if not rows:
         raise DataError(f"input {path} has no rows to predict")
     return rows
@@ -169,16 +129,20 @@ def table_text(rows: list[dict[str, Any]], suffix: str) -> str:
 
 
 def predict_file(model_dir: str | Path, input_path: str | Path, output: str | Path | None = None, *,
-                 int8: bool = False, batch_size: int = 64) -> list[dict[str, Any]]:
+                 int8: bool = False, batch_size: int = 64, force: bool = False) -> list[dict[str, Any]]:
     """Predict every row of ``input_path``; write the rows with ``predicted_label`` and ``prob_<label>`` added.
 
-    Returns the output rows. Nothing is written unless the whole input was read and predicted.
+    Returns the output rows. Nothing is written unless the whole input was read and predicted; an existing
+    ``output`` is replaced only with ``force``.
     """
     input_path = Path(input_path)
-    out_suffix = _suffix(Path(output), "output") if output is not None else None
-    if output is not None and Path(output).resolve() == input_path.resolve():
-        raise ExportError(f"--output {output} is the input file; write the predictions elsewhere")
-    rows = read_table(input_path)
+    if batch_size < 1:
+        raise ExportError(f"batch size {batch_size} must be 1 or more")
+    out_suffix = None
+    if output is not None:
+        out_suffix = _output_suffix(Path(output))
+        output = check_output(output, force=force, inputs=(input_path,))
+    rows = read_rows(input_path)
     saved = load_model(model_dir, int8=int8)
     texts = _texts(rows, saved.metadata["text_column"], input_path)
     pair_column = saved.metadata.get("text_pair_column")

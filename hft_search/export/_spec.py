@@ -1,8 +1,15 @@
 """A trial of a study → a complete, runnable spec with no search space left, and where it came from.
 
 Why every knob goes into ``fixed``: the trial's ``config`` user attribute is the full resolved configuration,
-defaults included. Pinning all of it means a later release that changes a default cannot silently change what
-``hft-search train best.yaml`` fits. The provenance block (study, trial, value ± std, fold scores, versions,
+defaults included (the teacher's ``distill.teacher_*`` knobs too). Pinning all of it means a later release that
+changes a default cannot silently change what ``hft-search train best.yaml`` fits.
+
+Why ``training.epochs`` is pinned to the folds' median best epoch: each fold's score came from its best epoch's
+weights (early stopping restores them), while ``train`` has no validation split to stop on. Training the
+searched maximum would fit something nobody scored. The searched value stays in the provenance
+(``cv_epochs``), which ``hft-search verify`` and ``train``'s fold runs use to cross-validate as the search did.
+
+The provenance block (study, trial, value ± std, fold scores, versions,
 data fingerprint) travels with the spec into the trained model's ``hft_search.json``.
 """
 
@@ -11,6 +18,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
+import statistics
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,11 +28,11 @@ import yaml
 from optuna.trial import FrozenTrial
 
 from hft_search.exceptions import ExportError
-from hft_search.export._files import check_writable, write_text_atomic
+from hft_search.files import check_output, write_text_atomic
 from hft_search.spec import StudySpec, spec_from_dict
-from hft_search.storage import mask_url, resolve_storage_url
+from hft_search.storage import mask_spec_dump, mask_url, resolve_storage_url
 from hft_search.study import load_study
-from hft_search.summary import pick_trial
+from hft_search.summary import pick_trial, value_with_std
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +43,7 @@ def pareto_table(study: optuna.Study) -> str:
     """The Pareto-optimal trials of a multi-objective study, one line each, to pick one with ``--trial``."""
     lines = []
     for trial in sorted(study.best_trials, key=lambda t: t.number):
-        std = trial.user_attrs.get("score_std")
-        score = f"{trial.values[0]:.4f}" + (f" ± {std:.4f}" if isinstance(std, float) else "")
+        score = value_with_std(trial.values[0], trial.user_attrs.get("score_std"))
         params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
         lines.append(f"  trial {trial.number}: score {score}, second objective {trial.values[1]:.4g}  {params}")
     return "\n".join(lines) or "  (no completed trial yet)"
@@ -59,6 +67,11 @@ def _absolute(url: str) -> str:
     return url
 
 
+def final_epochs(best_epochs: list[int]) -> int:
+    """The median of the folds' best epochs, a half rounded up."""
+    return math.floor(statistics.median(best_epochs) + 0.5)
+
+
 def provenance(study: optuna.Study, trial: FrozenTrial, storage_url: str | None) -> dict[str, Any]:
     """Where the configuration came from: enough to find the study again and to judge the estimate."""
     attrs = trial.user_attrs
@@ -71,6 +84,10 @@ def provenance(study: optuna.Study, trial: FrozenTrial, storage_url: str | None)
         "std": attrs.get("score_std"),
         "values": list(trial.values) if len(trial.values) > 1 else None,
         "fold_scores": attrs.get("fold_scores"),
+        "fold_best_epochs": attrs.get("fold_best_epochs"),
+        "seeds": attrs.get("seeds"),
+        "teacher": attrs.get("teacher"),
+        "teacher_scores": attrs.get("teacher_scores"),
         "trainable_fraction": attrs.get("trainable_fraction"),
         "student_params": attrs.get("student_params"),
         "versions": attrs.get("versions"),
@@ -94,20 +111,25 @@ def export_spec(study: optuna.Study, trial_number: int | None = None, *,
         missing = "study user attribute 'spec'" if stored is None else f"trial {trial.number}'s attribute 'config'"
         raise ExportError(f"study {study.study_name!r} lacks the {missing}; only studies run by hft-search "
                           "(hft-search run / worker) can be exported")
-    raw = json.loads(json.dumps(stored))
-    raw.update(
-        name=f"{study.study_name}-trial{trial.number}",
-        search_space={},
-        fixed=dict(config),
-        provenance=provenance(study, trial, storage_url),
-    )
-    raw["study"] = {**raw.get("study", {}), "n_trials": 1}
+    raw = mask_spec_dump(json.loads(json.dumps(stored)))  # studies stored before masking hold the password
+    fixed, origin = dict(config), provenance(study, trial, storage_url)
+    best_epochs = trial.user_attrs.get("fold_best_epochs")
+    if best_epochs:
+        fixed["training.epochs"] = final_epochs(best_epochs)
+        origin.update(cv_epochs=config["training.epochs"], final_epochs=fixed["training.epochs"],
+                      epochs_note=(f"training.epochs is {fixed['training.epochs']}, the median best epoch of the "
+                                   f"folds {best_epochs} (the search ran up to {config['training.epochs']} with "
+                                   "early stopping and scored each fold at its best epoch)"))
+    raw.update(name=f"{study.study_name}-trial{trial.number}", search_space={}, fixed=fixed, provenance=origin)
+    # One fixed configuration prunes nothing; "none" also keeps a study stored with a pruner its folds could
+    # not use (allowed before that was a spec error) exportable.
+    raw["study"] = {**raw.get("study", {}), "n_trials": 1, "pruner": "none"}
     return spec_from_dict(raw, source=f"trial {trial.number} of study {study.study_name!r}")
 
 
 def spec_text(spec: StudySpec, fmt: SpecFormat = "yaml") -> str:
     """The spec as YAML or JSON; knobs whose value is ``None`` stay in ``fixed`` so they remain pinned."""
-    body = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    body = mask_spec_dump(spec.model_dump(mode="json", by_alias=True, exclude_none=True))
     body["fixed"] = spec.model_dump(mode="json")["fixed"]
     if fmt == "json":
         return json.dumps(body, indent=2) + "\n"
@@ -115,7 +137,10 @@ def spec_text(spec: StudySpec, fmt: SpecFormat = "yaml") -> str:
     if spec.provenance:
         header = (f"# Exported by hft-search from trial {spec.provenance['trial']} of study "
                   f"{spec.provenance['study']!r}.\n"
-                  "# Fit it on all training data: hft-search train THIS_FILE -o models/NAME\n")
+                  "# Fit it on all training data: hft-search train THIS_FILE -o models/NAME\n"
+                  "# Check the recorded fold scores first: hft-search verify THIS_FILE\n")
+        if spec.provenance.get("epochs_note"):
+            header += f"# {spec.provenance['epochs_note']}.\n"
     return header + yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
 
 
@@ -126,8 +151,7 @@ def export_best(study_name: str, storage: str | None, output: str | Path, *, tri
     The format follows ``fmt``, else the file's suffix (``.json`` → JSON, anything else YAML). An existing
     ``output`` is only replaced with ``force``.
     """
-    output = Path(output)
-    check_writable(output, force=force)
+    output = check_output(output, force=force)
     url = resolve_storage_url(storage, None)
     spec = export_spec(load_study(study_name, url), trial, storage_url=url)
     fmt = fmt or ("json" if output.suffix.lower() == ".json" else "yaml")

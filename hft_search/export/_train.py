@@ -10,8 +10,12 @@ What the output folder holds (written atomically: built in a temporary sibling, 
   fold ensemble's metrics, the tuned decision threshold and the int8 comparison;
 * ``int8/`` (``--quantize int8``) — the int8 model, loadable with ``from_pretrained`` alone.
 
+What is fitted is what the search scored: the configuration exported with every knob pinned, its teacher
+fitted with the same ``distill.teacher_*`` knobs as in the trials, and ``training.epochs`` pinned by ``export``
+to the folds' median best epoch (the folds' scores came from their best epoch's weights).
+
 Why the fold runs are shared: a fold ensemble and a tuned threshold both need the k fold models of the best
-configuration (:meth:`CVObjective.fit_fold`, the very code path of the search). Asked together, they reuse the
+configuration (:meth:`CrossValidator.fit_fold`, the very code path of the search). Asked together, they reuse the
 same k fine-tunes: the threshold from the out-of-fold probabilities, the ensemble from the fold models'
 test probabilities.
 """
@@ -30,9 +34,9 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
+from hft_search.cv import CrossValidator, fit_teacher, package_versions, teacher_setting
 from hft_search.data import LabelledData, TokenizedSplit, load_data, tokenize
 from hft_search.exceptions import ExportError
-from hft_search.export._files import atomic_folder, check_writable
 from hft_search.export._metrics import Threshold, check_tunable, classification_metrics, score, tune_threshold
 from hft_search.export._quantize import (
     Footprint,
@@ -43,10 +47,10 @@ from hft_search.export._quantize import (
     quantize_folder,
     weights_size_mb,
 )
-from hft_search.models import BaseModel, load_base, resolve_source
-from hft_search.objective import CVObjective, package_versions, study_teacher_config
+from hft_search.files import atomic_folder, check_output, write_text_atomic
+from hft_search.models import BaseModel, classifier_tokenizer, load_base, resolve_source
 from hft_search.spec import HybridConfig, StudySpec, check_against_layers
-from hft_search.storage import mask_url, resolve_storage_url
+from hft_search.storage import mask_spec_dump, mask_url, resolve_storage_url
 from hft_search.study import default_cache, load_study
 from hft_search.training import FineTuneResult, fine_tune, predict_logits, resolve_device
 
@@ -56,6 +60,17 @@ FORMAT_VERSION = 1
 """Version of ``hft_search.json``; bumped when its keys change meaning."""
 METADATA_FILE = "hft_search.json"
 INT8_FOLDER = "int8"
+
+
+def search_setting(spec: StudySpec) -> tuple[StudySpec, HybridConfig]:
+    """The spec and configuration as the search cross-validated them: ``training.epochs`` back at the
+    searched value (``provenance.cv_epochs``) when ``export`` pinned the final fit's epochs."""
+    config = config_of(spec)
+    epochs = (spec.provenance or {}).get("cv_epochs")
+    if epochs is None or epochs == config.training.epochs:
+        return spec, config
+    fixed = {**spec.fixed, "training.epochs": int(epochs)}
+    return spec.model_copy(update={"fixed": fixed}), config_of(spec.model_copy(update={"fixed": fixed}))
 
 
 def config_of(spec: StudySpec) -> HybridConfig:
@@ -101,24 +116,24 @@ def _prepare(spec: StudySpec) -> _Inputs:
     data = load_data(spec.data)
     base = load_base(spec.model.name, data.label_names, spec.model.revision)
     check_against_layers(spec, base.num_layers)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_source(spec.model.name), revision=spec.model.revision,
-                                              model_max_length=spec.model.max_length)
+    tokenizer = classifier_tokenizer(AutoTokenizer.from_pretrained(
+        resolve_source(spec.model.name), revision=spec.model.revision, model_max_length=spec.model.max_length),
+        base.template.config)
     test = tokenize(data.test, tokenizer, spec.model.max_length) if data.test is not None else None
     return _Inputs(spec, config, data, base, tokenizer, tokenize(data.train, tokenizer, spec.model.max_length),
                    test, resolve_device(spec.device))
 
 
 def _teacher_logits(inputs: _Inputs) -> torch.Tensor | None:
-    """Teacher logits on all training rows: the given checkpoint, or the full model fine-tuned first."""
+    """Teacher logits on all training rows: the checkpoint, or the teacher fine-tuned as in the trials (the
+    same ``distill.teacher_*`` knobs; seed ``distill.teacher_seed``, else the final fit's ``cv.seed``)."""
     distill = inputs.config.distill
     if not (distill.enabled and distill.alpha > 0):
         return None
-    if distill.teacher:
-        model = load_base(distill.teacher, inputs.data.label_names).template
-    else:
+    if not distill.teacher:
         logger.info("fine-tuning the teacher on all %d training rows", len(inputs.train))
-        model = fine_tune(inputs.base, study_teacher_config(inputs.spec), inputs.train, None,
-                          metric=inputs.spec.cv.metric, seed=inputs.spec.cv.seed, device=inputs.device).model
+    model = fit_teacher(inputs.base, inputs.config, inputs.train, labels=inputs.data.label_names,
+                        metric=inputs.spec.cv.metric, seed=inputs.spec.cv.seed, device=inputs.device)
     logits = predict_logits(model, inputs.train, device=inputs.device)
     del model
     gc.collect()
@@ -130,20 +145,25 @@ def _probs(model: torch.nn.Module, split: TokenizedSplit, device: torch.device) 
 
 
 def _fold_runs(inputs: _Inputs, ensemble: bool) -> _FoldRuns:
-    """The k fold fine-tunes of the configuration: out-of-fold probabilities, and test probabilities averaged."""
+    """The k fold fine-tunes of the configuration: out-of-fold probabilities, and test probabilities averaged.
+
+    The folds train the configuration as the search did, for ``provenance.cv_epochs`` epochs with early
+    stopping, not the final fit's pinned epochs.
+    """
     cache = default_cache(inputs.spec, resolve_storage_url(None, inputs.spec.study.storage))
-    cv = CVObjective(inputs.spec, cache=cache, data=inputs.data, base=inputs.base)
+    cv_spec, config = search_setting(inputs.spec)
+    cv = CrossValidator(cv_spec, cache=cache, data=inputs.data, base=inputs.base)
     oof = np.zeros((len(inputs.data.train), inputs.data.num_labels), dtype=np.float32)
     scores, test_sum = [], None
     for fold, (_, valid_idx) in enumerate(cv.folds):
-        outcome = cv.fit_fold(fold, inputs.config)
-        logger.info("fold %d of %d: %s %.4f", fold + 1, len(cv.folds), inputs.spec.cv.metric, outcome.score)
-        oof[valid_idx] = outcome.result.valid_probs.numpy()
-        scores.append(float(outcome.score))
+        result = cv.fit_fold(fold, config)
+        logger.info("fold %d of %d: %s %.4f", fold + 1, len(cv.folds), inputs.spec.cv.metric, result.score)
+        oof[valid_idx] = result.fit.valid_probs.numpy()
+        scores.append(float(result.score))
         if ensemble and inputs.test is not None:
-            probs = _probs(outcome.result.model, inputs.test, inputs.device)
+            probs = _probs(result.fit.model, inputs.test, inputs.device)
             test_sum = probs if test_sum is None else test_sum + probs
-        del outcome
+        del result
         gc.collect()
     return _FoldRuns(oof, scores, None if test_sum is None else test_sum / len(cv.folds))
 
@@ -195,13 +215,15 @@ def _metadata(inputs: _Inputs, fit: FineTuneResult, rows: dict[str, Any]) -> dic
         "text_column": spec.data.text_column,
         "text_pair_column": spec.data.text_pair_column,
         "max_length": spec.model.max_length,
-        "spec": spec.model_dump(mode="json"),
-        "provenance": spec.provenance,
+        "spec": mask_spec_dump(spec.model_dump(mode="json")),
+        "provenance": mask_spec_dump({"provenance": spec.provenance})["provenance"],
         "config": inputs.config.flat(),
         "training": {"rows": len(inputs.train), "seed": spec.cv.seed, "device": str(inputs.device),
                      "epochs": len(fit.history), "train_time_s": fit.train_time_s,
                      "trainable_params": fit.trainable_params, "total_params": fit.total_params,
                      "trainable_fraction": fit.trainable_fraction, "data_fingerprint": inputs.data.fingerprint},
+        "teacher": (teacher_setting(inputs.config, spec.cv.seed) if inputs.config.distill.enabled
+                    and inputs.config.distill.alpha > 0 else None),
         "versions": package_versions(),
         **rows,
     }
@@ -223,8 +245,8 @@ def train_final(spec: StudySpec, output: str | Path, *, quantize: Literal["int8"
         storage: where the study named by the spec's provenance lives (default: the provenance's URL); the
             final metrics are recorded there as the study attribute ``final_model`` when it is reachable.
     """
-    output = Path(output)
-    check_writable(output, force=force, what="folder")
+    output = check_output(output, force=force, kind="folder",
+                          inputs=(spec.data.train, spec.data.test, spec.fixed.get("distill.teacher")))
     if quantize not in (None, "int8"):
         raise ExportError(f"--quantize {quantize}: only int8 is supported")
     inputs = _prepare(spec)
@@ -256,7 +278,7 @@ def train_final(spec: StudySpec, output: str | Path, *, quantize: Literal["int8"
         if quantize == "int8":
             rows["quantized"] = _quantize(inputs, staging, fit.model, int8_scheme, cut).to_dict()
         metadata = _metadata(inputs, fit, rows)
-        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(staging / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")
     logger.info("saved the model to %s", output)
     record_final_model(spec, output, metadata, storage)
     return TrainedModel(output, metadata, test_probs)
@@ -299,6 +321,9 @@ def describe_trained(trained: TrainedModel) -> str:
     """What ``hft-search train`` prints: where the model is, its test metrics and the optional comparisons."""
     meta = trained.metadata
     lines = [f"saved to {trained.path}"]
+    training, note = meta["training"], (meta.get("provenance") or {}).get("epochs_note")
+    lines.append(f"trained {training['epochs']} epoch(s) on {training['rows']} rows"
+                 + (f" ({note})" if note else ""))
     metrics = meta["metrics"]
     if metrics is None:
         lines.append("no test split: the model was not evaluated")

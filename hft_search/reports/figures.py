@@ -30,6 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hft_search.reports.studies import metric_name, ranked_trials, score
 from hft_search.spec import SWITCHABLE_GROUPS
+from hft_search.summary import value_with_std
 
 TOP_TRIALS = 10
 """How many of the best trials the fold-spread figure shows."""
@@ -119,8 +120,7 @@ def _percent(fraction: object) -> str:
 
 
 def _score_text(trial: FrozenTrial) -> str:
-    std = trial.user_attrs.get("score_std")
-    return f"{score(trial):.4f} ± {std:.4f}" if isinstance(std, (int, float)) else f"{score(trial):.4f}"
+    return value_with_std(score(trial), trial.user_attrs.get("score_std"))
 
 
 def _table(title: str, header: Sequence[str], columns: Sequence[Sequence[str]], widths: Sequence[int]) -> Figure:
@@ -484,7 +484,7 @@ def _provenance_rows(study: optuna.Study, trial: FrozenTrial) -> list[tuple[str,
             ", ".join(f"{k} {v}" for k, v in versions.items()) if isinstance(versions, dict) else None,
         ),
         ("device", attrs.get("device")),
-        ("seed", attrs.get("seed")),
+        ("fold seeds", attrs.get("seeds")),
         ("finished", trial.datetime_complete.isoformat(" ", "seconds") if trial.datetime_complete else None),
         ("fold times (s)", ", ".join(f"{t:.1f}" for t in attrs.get("fold_times_s") or []) or None),
         ("peak memory (MB)", attrs.get("peak_memory_mb")),

@@ -19,7 +19,6 @@ import html
 import json
 import os
 import re
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import optuna
 import plotly.offline
 from plotly.utils import PlotlyJSONEncoder
 
+from hft_search.files import check_output, write_text_atomic
 from hft_search.reports.figures import Figure, report_figures
 from hft_search.reports.studies import load_study, revision
 from hft_search.storage import make_storage, mask_url
@@ -175,27 +175,15 @@ def _summary(study: optuna.Study, storage_label: str) -> str:
 
 
 def default_report_dir(study_name: str) -> Path:
-    """``dashboards/<study name made safe as a folder name>``."""
-    return REPORTS_DIR / (re.sub(r"[^A-Za-z0-9._-]+", "_", study_name).strip("._") or "study")
+    """``dashboards/<study name made safe as a folder name>``.
 
-
-def _write_atomically(path: Path, content: str) -> None:
-    """Write through a temporary file in the same folder and rename it: readers never see half a page.
-
-    The temporary file is opened like any new file (not with ``mkstemp``, whose 0600 mode would make the page
-    private to its writer), so the report gets the usual permissions of the user's umask.
+    A name that had to be changed (``../../evil``, ``a/b``) gets a short hash of the original appended, so two
+    different studies never share a folder (``evil`` and ``../../evil`` would otherwise both be ``evil``).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with temporary.open("x", encoding="utf-8") as file:
-            file.write(content)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", study_name).strip("._") or "study"
+    if safe != study_name:
+        safe += "-" + hashlib.sha256(study_name.encode()).hexdigest()[:8]
+    return REPORTS_DIR / safe
 
 
 def write_report(study_name: str, storage: str, out_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -209,8 +197,9 @@ def write_report(study_name: str, storage: str, out_dir: str | os.PathLike[str] 
     Raises:
         StorageError: the storage cannot be opened or holds no such study (the message lists those it holds).
     """
+    folder = Path(out_dir if out_dir is not None else default_report_dir(study_name))
+    path = check_output(folder / REPORT_FILE, force=True)  # a page is regenerated, but only as a regular file
     label = mask_url(storage)
-    study = load_study(study_name, make_storage(storage), label)
-    path = Path(out_dir if out_dir is not None else default_report_dir(study_name)) / REPORT_FILE
-    _write_atomically(path, render_report(study, label))
+    study = load_study(study_name, make_storage(storage, must_exist=True), label)
+    write_text_atomic(path, render_report(study, label))
     return path

@@ -13,6 +13,8 @@ changed, so an idle dashboard costs one small request per interval.
 It binds 127.0.0.1 unless told otherwise and shows the storage only as :func:`hft_search.storage.mask_url`
 writes it; errors answer a generic message and are logged. Every response carries a Content-Security-Policy
 that allows script files from the server only, so a study name or attribute holding markup can never run.
+Requests whose ``Host`` header names another host are refused (421): a web page elsewhere cannot use DNS
+rebinding to make the browser read this dashboard under its own name (see :func:`allowed_hosts`).
 
 ``optuna-dashboard URL`` (``pip install "hft_search[dashboard]"``) reads the same storage unchanged, for
 Optuna's own richer views; give it the journal file's path without the ``journal:`` prefix.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import html
 import logging
+import socket
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -127,6 +130,32 @@ def dashboard_page(storage_label: str, refresh_s: float) -> str:
 """
 
 
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::"})
+
+
+def allowed_hosts(bound: str) -> frozenset[str] | None:
+    """The host names a request may give in its ``Host`` header; None: any (bound to every interface).
+
+    Bound to a loopback address, only the loopback names; bound to one address, that address and this
+    machine's names. Bound to every interface (``0.0.0.0``) the server cannot know under which names users
+    reach it, so it accepts any: whoever binds it so has chosen to expose it.
+    """
+    if bound in WILDCARD_ADDRESSES:
+        return None
+    if bound in LOOPBACK_NAMES or bound.startswith("127."):
+        return LOOPBACK_NAMES | {bound}
+    return frozenset({bound, socket.gethostname(), socket.getfqdn()})
+
+
+def host_name(header: str) -> str:
+    """The host part of a ``Host`` header (``name``, ``name:port``, ``[v6]:port``), lower-cased."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
 class DashboardServer(ThreadingHTTPServer):
     """A threading HTTP server that holds the storage and the pages it serves."""
 
@@ -137,6 +166,7 @@ class DashboardServer(ThreadingHTTPServer):
         self.storage = storage
         self.storage_label = storage_label
         self.page = dashboard_page(storage_label, refresh_s).encode()
+        self.allowed_hosts = allowed_hosts(address[0])
 
     @property
     def url(self) -> str:
@@ -153,6 +183,11 @@ class DashboardHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         url = urlsplit(self.path)
+        allowed = self.server.allowed_hosts
+        if allowed is not None and host_name(self.headers.get("Host", "")) not in allowed:
+            self._send_json({"error": "unknown host; open the dashboard by the address it is bound to"},
+                            HTTPStatus.MISDIRECTED_REQUEST)
+            return
         routes = {
             "/": lambda: self._send(self.server.page, "text/html; charset=utf-8"),
             "/plotly.min.js": lambda: self._send(plotly_js().encode(), "text/javascript", cache=True),

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from hft_search.exceptions import SpecError, SpecIssue
 from hft_search.models import layers_of, truncate
-from hft_search.spec import DistillConfig, HybridConfig
+from hft_search.spec import DistillConfig, HybridConfig, TrainingConfig
 from hft_search.strategies.base import Setup, Strategy
 
 
@@ -56,7 +56,7 @@ class DistillStrategy(Strategy):
             available = layers_of(setup.network).num_layers
             if wanted > available:
                 raise SpecError([SpecIssue("distill.student_layers",
-                                           f"{wanted} exceeds the model's {available} encoder layers; "
+                                           f"{wanted} exceeds the model's {available} blocks; "
                                            f"choose at most {available}")])
             if wanted < available:
                 truncate(setup.model, wanted)
@@ -64,10 +64,15 @@ class DistillStrategy(Strategy):
 
 
 def teacher_config(config: HybridConfig) -> HybridConfig:
-    """The teacher's configuration: the full model, every strategy off, ``distill.teacher_epochs`` epochs.
+    """The teacher's configuration: the full model, every strategy off, trained with the ``distill.teacher_*``
+    knobs and the documented defaults of every other training knob.
 
-    Fine-tune it on the fold's training part only (``valid=None``, so not even early stopping sees the
-    validation part), then pass ``predict_logits(teacher, train)`` to the student's fine-tune.
+    Only the teacher knobs shape it, never the student's ``training.*`` values: a study that searches the
+    learning rate still distils every trial from one teacher per fold, and ``train`` fits that same teacher
+    from the exported spec. Fine-tune it on the fold's training part only (``valid=None``, so not even early
+    stopping sees the validation part), then pass ``predict_logits(teacher, train)`` to the student's fine-tune.
     """
-    epochs = config.distill.teacher_epochs or config.training.epochs
-    return HybridConfig(training=config.training.model_copy(update={"epochs": epochs}))
+    distill = config.distill
+    return HybridConfig(training=TrainingConfig(learning_rate=distill.teacher_learning_rate,
+                                                epochs=distill.teacher_epochs,
+                                                batch_size=distill.teacher_batch_size))

@@ -1,4 +1,4 @@
-"""Freeze the embeddings and the bottom ``freeze.layers`` encoder blocks.
+"""Freeze the embeddings and the bottom ``freeze.layers`` transformer blocks (encoder or decoder).
 
 Frozen tensors get ``requires_grad=False``: autograd computes no gradient for them and the optimizer never
 sees them, so they stay bit-identical and cost no optimizer state.
@@ -36,6 +36,7 @@ class FreezeStrategy(Strategy):
             logger.info("freeze.layers=%d but the model has %d blocks: freezing all of them",
                         self.config.layers, layers.num_layers)
         if self.config.embeddings:
-            freeze_module(layers.embeddings)
+            for embedding in layers.embeddings:
+                freeze_module(embedding)
         for block in list(layers.blocks)[:count]:
             freeze_module(block)

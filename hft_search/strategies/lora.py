@@ -9,8 +9,11 @@ Which modules get adapters:
   adapt and LoRA adds no adapter (logged).
 
 Targets are given to peft as full module names, so the choice does not depend on peft's layer-pattern
-heuristics and works for every family in :mod:`hft_search.models`. ``lora.targets`` names module suffixes
-inside a block (``query``, ``output.dense``, ...); the default is the family's attention projections.
+heuristics and works for every family in :mod:`hft_search.families`. ``lora.targets`` names module suffixes
+inside a block (``query``, ``output.dense``, ``q_proj``, ...); the default is the family's
+:attr:`~hft_search.families.Family.lora_targets`: the attention query/key/value projections of an encoder, every
+attention and MLP projection of a decoder LLM (``q_proj`` ... ``down_proj``; ``c_attn``, ``c_proj``, ``c_fc``
+for GPT-2), as LoRA is usually run on them.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import logging
 from torch import nn
 
 from hft_search.exceptions import SpecError, SpecIssue
-from hft_search.models import ModelLayers, layers_of
+from hft_search.families import ModelLayers, block_linear_names, layers_of
 from hft_search.spec import HybridConfig, LoraConfig
 from hft_search.strategies.base import Setup, Strategy
 
@@ -56,10 +59,9 @@ class LoraStrategy(Strategy):
                  for i, block in enumerate(layers.blocks) for name, module in block.named_modules() if name]
         for suffix in suffixes:
             if not any(_matches(name, suffix) for name, _ in named):
-                inner = sorted({name.split(".")[-1] for name, m in named if isinstance(m, nn.Linear)})
                 raise SpecError([SpecIssue("lora.targets",
-                                           f"{suffix!r} matches no module of the encoder blocks; "
-                                           f"linear modules there are: {', '.join(inner)}")])
+                                           f"{suffix!r} matches no module of the {layers.family.label} blocks; "
+                                           f"projections there are: {', '.join(block_linear_names(layers))}")])
         return [name for name, module in named
                 if any(_matches(name, s) for s in suffixes) and _frozen(module)]
 
@@ -82,8 +84,11 @@ class LoraStrategy(Strategy):
             return
         # peft marks everything but the adapters frozen; what the other strategies left trainable trains on.
         trainable = [p for p in network.parameters() if p.requires_grad]
+        # GPT-2's Conv1D stores its weight transposed (in × out); peft must be told, or it warns and guesses.
+        transposed = any(type(network.get_submodule(name)).__name__ == "Conv1D" for name in targets)
         peft_config = PeftLoraConfig(r=self.config.r, lora_alpha=self.config.alpha,
-                                     lora_dropout=self.config.dropout, target_modules=targets, bias="none")
+                                     lora_dropout=self.config.dropout, target_modules=targets, bias="none",
+                                     fan_in_fan_out=transposed)
         setup.model = get_peft_model(network, peft_config)
         for parameter in trainable:
             parameter.requires_grad_(True)

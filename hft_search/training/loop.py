@@ -8,6 +8,11 @@ Efficiency: the per-step loss stays on the device (one tensor per epoch); the ho
 :data:`CHECK_EVERY` steps to catch a non-finite loss, and once per epoch for the logged mean, so the GPU is
 never stalled step by step.
 
+Memory on a GPU (:func:`_fit_device`): gradient checkpointing as ``training.gradient_checkpointing`` says,
+frozen projections stored in bf16 where that is exact (:mod:`.precision`), and a refusal before anything is
+moved to the device when the estimate of weights, gradients, optimizer state and activations exceeds its free
+memory (:mod:`.memory`).
+
 Memory (``FineTuneResult.peak_memory_mb``): on CUDA, ``torch.cuda.max_memory_allocated`` over the run. On
 other devices, an estimate of the training state: parameters and buffers, gradients of the trained tensors,
 optimizer state and element masks (activations excluded). The process RSS high-water mark would be useless
@@ -20,7 +25,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -28,14 +33,21 @@ from torch import nn
 
 from hft_search.data import TokenizedSplit
 from hft_search.exceptions import TrialFailure
-from hft_search.models import BaseModel
+from hft_search.models import BaseModel, truncate
 from hft_search.spec import HybridConfig, TrainingConfig
 from hft_search.strategies import Setup, merge, prepare
 from hft_search.strategies.distillation import DistillationLoss
 from hft_search.training.device import autocast, resolve_device
 from hft_search.training.importance import compute_importance
+from hft_search.training.memory import (
+    check_fits,
+    estimate_training_memory,
+    free_device_memory,
+    wants_checkpointing,
+)
 from hft_search.training.metrics import check_metric, compute_metric
 from hft_search.training.optim import build_optimizer, linear_schedule, optimizer_state_bytes
+from hft_search.training.precision import FrozenBf16
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +72,8 @@ class FineTuneResult:
     model: nn.Module  # trained, best weights, eval mode, on CPU; LoRA merged when asked
     valid_probs: torch.Tensor | None  # softmax probabilities on `valid` from the best weights
     optimizer_state_bytes: int = 0
+    gradient_checkpointing: bool = False  # training.gradient_checkpointing as resolved for this model
+    model_params: int = 0  # parameters of the model as deployed: the (truncated) student, without adapters
 
 
 class EarlyStopping:
@@ -101,6 +115,27 @@ def set_dropout(model: nn.Module, p: float | None) -> None:
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = p
+
+
+EpochCallback = Callable[[int, float], None]
+"""Called after each evaluated epoch with ``(epoch, validation score)``; raising from it ends the fine-tune
+(the search's multi-fidelity pruning stops a hopeless configuration this way)."""
+
+
+def initial_model(base: BaseModel, config: HybridConfig, seed: int) -> nn.Module:
+    """The model a fine-tune starts from: ``base.fresh(seed)``, the dropout override, and the distillation
+    student's truncation.
+
+    Why one helper: importance scores must describe the very model that is trained. For a truncated student
+    that is the student (after truncation, before freeze, LoRA or masks), so the cross-validator scores the
+    model this function returns, and :func:`fine_tune` trains it.
+    """
+    model = base.fresh(seed)
+    set_dropout(model, config.training.dropout)
+    wanted = config.distill.student_layers
+    if config.distill.enabled and wanted is not None and wanted < base.num_layers:
+        truncate(model, wanted)
+    return model
 
 
 @contextlib.contextmanager
@@ -215,6 +250,24 @@ def _check_inputs(base: BaseModel, config: HybridConfig, train: TokenizedSplit, 
                          f"({len(train)}, {base.num_labels}): one row per training row, in the same order")
 
 
+def _fit_device(setup: Setup, training: TrainingConfig, train: TokenizedSplit,
+                device: torch.device) -> tuple[bool, FrozenBf16]:
+    """Checkpointing on or off, frozen projections in bf16 on CUDA, then refuse what cannot fit the device.
+
+    Runs while the model is still on the CPU, so a refused configuration never touches the device.
+    """
+    network = setup.network
+    checkpointing = wants_checkpointing(training.gradient_checkpointing, network)
+    if checkpointing:
+        network.activation_checkpointing_enable()
+    frozen = FrozenBf16.store(network) if device.type == "cuda" else FrozenBf16()
+    estimate = estimate_training_memory(network, setup.masks, batch_size=min(training.batch_size, len(train)),
+                                        sequence_length=int(train.input_ids.shape[1]),
+                                        bf16=device.type == "cuda", checkpointing=checkpointing)
+    check_fits(estimate, free_device_memory(device), device)
+    return checkpointing, frozen
+
+
 def fine_tune(
     base: BaseModel,
     config: HybridConfig,
@@ -227,13 +280,17 @@ def fine_tune(
     teacher_logits: torch.Tensor | None = None,
     importance_scores: Mapping[str, torch.Tensor] | None = None,
     merge_lora: bool = False,
+    on_epoch: EpochCallback | None = None,
 ) -> FineTuneResult:
-    """Fine-tune ``base.fresh(seed)`` under ``config`` on ``train``; score and early-stop on ``valid``.
+    """Fine-tune :func:`initial_model` under ``config`` on ``train``; score and early-stop on ``valid``.
 
     ``teacher_logits`` ([len(train), num_labels], row-aligned with ``train``) are required when distillation
-    has ``alpha > 0``. ``importance_scores`` from :func:`compute_importance` on ``base.fresh(seed)`` are
-    computed here when not given. Without ``valid`` every epoch runs and the score is nan.
-    A non-finite loss raises :class:`~hft_search.exceptions.TrialFailure`; CUDA out-of-memory propagates.
+    has ``alpha > 0``. ``importance_scores`` from :func:`compute_importance` on ``initial_model(base, config,
+    seed)`` are computed here when not given. Without ``valid`` every epoch runs and the score is nan.
+    ``on_epoch`` sees each epoch's validation score (see :data:`EpochCallback`).
+    A non-finite loss raises :class:`~hft_search.exceptions.TrialFailure`; a configuration that cannot fit the
+    device raises :class:`~hft_search.exceptions.DeviceMemoryError` before training; CUDA out-of-memory
+    propagates.
     """
     device = resolve_device(device)
     _check_inputs(base, config, train, metric, teacher_logits)
@@ -241,29 +298,34 @@ def fine_tune(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with seeded(seed, device):
-        model = base.fresh(seed)
-        set_dropout(model, training.dropout)
+        model = initial_model(base, config, seed)
+        model_params = sum(p.numel() for p in model.parameters())
         if config.importance.enabled and importance_scores is None:
             importance_scores = compute_importance(model, train, config.importance,
                                                    batch_size=training.batch_size, device=device, seed=seed)
         setup = prepare(model, config, importance_scores=importance_scores)
         if isinstance(setup.loss, DistillationLoss) and not setup.loss.needs_teacher:
             teacher_logits = None  # alpha = 0: the teacher term is off, its logits need no device copy
+        checkpointing, frozen = _fit_device(setup, training, train, device)
         total_steps = training.epochs * math.ceil(len(train) / training.batch_size)
         trainer = _Trainer(setup, training, device, total_steps, teacher_logits)
-        outcome = _train(trainer, setup, training, train, valid, metric, seed)
+        outcome = _train(trainer, setup, training, train, valid, metric, seed, on_epoch)
     trainable, total = setup.trainable_count(), setup.total_count()
     peak_bytes = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
                   else trainer.memory_estimate_bytes())
     state_bytes = trainer.state_bytes()
     model = setup.model.eval().to("cpu")
+    frozen.restore()
+    if checkpointing:  # hand back a plain model: no recomputation, no input-gradient hook
+        setup.network.activation_checkpointing_disable()
+        setup.network.disable_input_require_grads()
     result = FineTuneResult(
         score=outcome.score, history=outcome.history, best_epoch=outcome.best_epoch,
         stopped_early=outcome.stopped_early, trainable_params=trainable, total_params=total,
         trainable_fraction=trainable / total, importance_cut=setup.importance_cut,
         train_time_s=outcome.seconds, peak_memory_mb=peak_bytes / 2**20,
         model=merge(model) if merge_lora else model, valid_probs=outcome.probs,
-        optimizer_state_bytes=state_bytes)
+        optimizer_state_bytes=state_bytes, gradient_checkpointing=checkpointing, model_params=model_params)
     del trainer, setup, model
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -281,7 +343,7 @@ class _Outcome:
 
 
 def _train(trainer: _Trainer, setup: Setup, training: TrainingConfig, train: TokenizedSplit,
-           valid: TokenizedSplit | None, metric: str, seed: int) -> _Outcome:
+           valid: TokenizedSplit | None, metric: str, seed: int, on_epoch: EpochCallback | None) -> _Outcome:
     """The epoch loop with evaluation and early stopping (best weights restored at the end)."""
     generator = torch.Generator().manual_seed(seed)
     stopper = EarlyStopping(training.patience)
@@ -305,6 +367,8 @@ def _train(trainer: _Trainer, setup: Setup, training: TrainingConfig, train: Tok
             logger.info("epoch %d: train loss %.4f (no validation split)", epoch, train_loss)
         else:
             logger.info("epoch %d: train loss %.4f, valid %s %.4f", epoch, train_loss, metric, score)
+            if on_epoch is not None:
+                on_epoch(epoch, score)
         if valid is not None and stopper.should_stop:
             break
     elapsed = time.perf_counter() - start

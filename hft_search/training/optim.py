@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import get_linear_schedule_with_warmup
 
 from hft_search.spec import TrainingConfig
 
@@ -110,8 +109,20 @@ def build_optimizer(network: nn.Module, masks: Mapping[str, torch.Tensor], train
 
 def linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int,
                     warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over ⌈warmup_ratio · total_steps⌉ steps, then linear decay to 0 at ``total_steps``."""
-    return get_linear_schedule_with_warmup(optimizer, math.ceil(warmup_ratio * total_steps), total_steps)
+    """Linear warm-up over ⌈warmup_ratio · total_steps⌉ steps, then linear decay to 0 at ``total_steps``.
+
+    The factor of ``transformers.get_linear_schedule_with_warmup``, written out: importing that function
+    imports ``transformers.trainer_utils``, which imports ``peft`` and, where installed, ``torchao``, whose
+    load messages every ``run`` would then print, for seconds of import time.
+    """
+    warmup = math.ceil(warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:

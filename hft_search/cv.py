@@ -1,0 +1,217 @@
+"""The cross-validator: one hybrid configuration fitted on the k folds of a spec. It knows nothing of Optuna.
+
+Why a class of its own: the search scores a configuration with it (through the thin Optuna adapter in
+:mod:`hft_search.objective`), ``train`` fits its fold ensemble and out-of-fold threshold with it, and
+``hft-search verify`` re-runs it to check a recorded score. One code path for all three is what makes the
+exported number trustworthy.
+
+What is fixed per study, so that every configuration sees the same conditions (common random numbers):
+
+* the folds: ``StratifiedKFold`` from ``cv.seed``;
+* the seed of fold *f*: ``cv.seed * 1000 + f`` (:meth:`CrossValidator.fold_seed`): the new head's initial
+  weights, the batch order, dropout;
+* the cached inputs (content-addressed, shared by every process of the study): tokenized data, the teacher's
+  logits per fold (a teacher is fine-tuned once per fold and teacher setting, not once per configuration), and
+  importance scores per fold, score kind and student depth.
+"""
+
+from __future__ import annotations
+
+import gc
+import platform
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.model_selection import StratifiedKFold
+
+from hft_search.caching import Cache, folder_digest
+from hft_search.data import LabelledData, TokenizedSplit, load_data, tokenize
+from hft_search.exceptions import DataError
+from hft_search.models import BaseModel, load_base, load_tokenizer, resolve_source
+from hft_search.spec import HybridConfig, StudySpec, check_against_layers
+from hft_search.training import (
+    EpochCallback,
+    FineTuneResult,
+    compute_importance,
+    compute_metric,
+    fine_tune,
+    initial_model,
+    predict_logits,
+    resolve_device,
+    teacher_config,
+)
+
+Fold = tuple[np.ndarray, np.ndarray]
+
+
+def package_versions() -> dict[str, str]:
+    """Versions that determine results, recorded in every trial and export."""
+    versions = {"python": platform.python_version()}
+    for package in ("hft_search", "torch", "transformers", "optuna", "peft", "scikit-learn"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def make_folds(labels: np.ndarray, spec: StudySpec) -> list[Fold]:
+    """``StratifiedKFold`` splits as the spec asks; each class needs at least ``cv.folds`` rows."""
+    counts = np.bincount(labels)
+    if counts.min() < spec.cv.folds:
+        raise DataError(
+            f"cv.folds: {spec.cv.folds} folds need at least {spec.cv.folds} rows of every class, but one class has "
+            f"{counts.min()}; lower cv.folds or add rows"
+        )
+    splitter = StratifiedKFold(spec.cv.folds, shuffle=spec.cv.shuffle,
+                               random_state=spec.cv.seed if spec.cv.shuffle else None)
+    return list(splitter.split(np.zeros(len(labels)), labels))
+
+
+def teacher_setting(config: HybridConfig, seed: int) -> dict[str, Any]:
+    """What determines a configuration's teacher, as recorded in trials and cache keys.
+
+    A checkpoint is named by its content hash (a checkpoint overwritten in place is a new teacher); a
+    fine-tuned teacher by its training settings and seed (``distill.teacher_seed``, else the fit's ``seed``).
+    """
+    distill = config.distill
+    if distill.teacher:
+        return {"checkpoint": resolve_source(distill.teacher), "sha256": folder_digest(resolve_source(distill.teacher))}
+    training = teacher_config(config).training
+    return {"learning_rate": training.learning_rate, "epochs": training.epochs, "batch_size": training.batch_size,
+            "seed": seed if distill.teacher_seed is None else distill.teacher_seed}
+
+
+def fit_teacher(base: BaseModel, config: HybridConfig, train: TokenizedSplit, *, labels: tuple[str, ...],
+                metric: str, seed: int, device: torch.device) -> torch.nn.Module:
+    """The teacher of ``config``: its checkpoint, or the full model fine-tuned on ``train`` (all epochs, no
+    validation); used by the folds here and by ``train``'s final fit alike."""
+    if config.distill.teacher:
+        return load_base(config.distill.teacher, labels).template
+    setting = teacher_setting(config, seed)
+    return fine_tune(base, teacher_config(config), train, None, metric=metric, seed=setting["seed"],
+                     device=device).model
+
+
+@dataclass
+class FoldResult:
+    """One configuration fitted on one fold. ``fit.model`` is the trained model: drop it when done."""
+
+    fold: int
+    seed: int
+    score: float
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+    teacher_score: float | None
+    fit: FineTuneResult
+
+
+class CrossValidator:
+    """k-fold cross-validation of hybrid configurations under one spec.
+
+    Construction does the per-process work once: read and check the data, load the base model, tokenize, and
+    build the folds. ``data`` and ``base`` may be passed in to share them.
+    """
+
+    def __init__(self, spec: StudySpec, *, cache: Cache | None = None, data: LabelledData | None = None,
+                 base: BaseModel | None = None) -> None:
+        self.spec = spec
+        self.cache = cache if cache is not None else Cache(None)
+        self.data = data if data is not None else load_data(spec.data)
+        self.base = base if base is not None else load_base(spec.model.name, self.data.label_names, spec.model.revision)
+        check_against_layers(spec, self.base.num_layers)
+        self.device = resolve_device(spec.device)
+        self.folds = make_folds(self.data.train.labels, spec)
+        self.tokens = self._tokenized()
+
+    def fold_seed(self, fold: int) -> int:
+        return self.spec.cv.seed * 1000 + fold
+
+    def fit_fold(self, fold: int, config: HybridConfig, *, on_epoch: EpochCallback | None = None) -> FoldResult:
+        """Fine-tune ``config`` on fold ``fold``'s training part and score its validation part.
+
+        ``on_epoch`` sees every epoch's validation score (and may raise to stop the fine-tune).
+        """
+        train_idx, valid_idx = self.folds[fold]
+        train, valid = self.tokens.subset(train_idx), self.tokens.subset(valid_idx)
+        seed = self.fold_seed(fold)
+        start = time.perf_counter()
+        teacher_logits, teacher_score = (None, None)
+        if config.distill.enabled:
+            teacher_logits, teacher_score = self._teacher(fold, config, train, valid)
+        scores = self._importance(fold, config, train) if config.importance.enabled else None
+        fit = fine_tune(self.base, config, train, valid, metric=self.spec.cv.metric, seed=seed, device=self.device,
+                        teacher_logits=teacher_logits, importance_scores=scores, on_epoch=on_epoch)
+        return FoldResult(fold, seed, fit.score, fit.best_epoch, len(fit.history), time.perf_counter() - start,
+                          teacher_score, fit)
+
+    # -- cached per-study inputs --------------------------------------------------------------------------
+
+    def _model_key(self) -> dict[str, Any]:
+        return {"model": resolve_source(self.spec.model.name), "revision": self.spec.model.revision,
+                "max_length": self.spec.model.max_length, "data": self.data.fingerprint}
+
+    def _tokenized(self) -> TokenizedSplit:
+        def compute() -> dict[str, torch.Tensor]:
+            tokenizer = load_tokenizer(self.spec.model.name, self.spec.model.revision)
+            return tokenize(self.data.train, tokenizer, self.spec.model.max_length).to_dict()
+
+        return TokenizedSplit.from_dict(self.cache.get_or_compute("tokenized", self._model_key(), compute))
+
+    def _fold_key(self, fold: int) -> dict[str, Any]:
+        return {**self._model_key(), "fold": fold, "folds": self.spec.cv.folds, "cv_seed": self.spec.cv.seed,
+                "shuffle": self.spec.cv.shuffle}
+
+    def _student_layers(self, config: HybridConfig) -> int:
+        wanted = config.distill.student_layers if config.distill.enabled else None
+        return self.base.num_layers if wanted is None else min(wanted, self.base.num_layers)
+
+    def _importance(self, fold: int, config: HybridConfig, train: TokenizedSplit) -> dict[str, torch.Tensor]:
+        """Scores of the model that is trained: for a truncated student, the student (see ``initial_model``)."""
+        imp, seed = config.importance, self.fold_seed(fold)
+        parts = {**self._fold_key(fold), "score": imp.score, "batches": imp.batches,
+                 "batch_size": config.training.batch_size, "seed": seed,
+                 "student_layers": self._student_layers(config)}
+
+        def compute() -> dict[str, torch.Tensor]:
+            model = initial_model(self.base, config, seed)
+            return compute_importance(model, train, imp, batch_size=config.training.batch_size,
+                                      device=self.device, seed=seed)
+
+        return self.cache.get_or_compute("importance", parts, compute)
+
+    def _teacher(self, fold: int, config: HybridConfig, train: TokenizedSplit,
+                 valid: TokenizedSplit) -> tuple[torch.Tensor, float]:
+        """Teacher logits on the fold's training rows and the teacher's validation score (cached per fold).
+
+        The teacher never sees the fold's validation part: it trains all its epochs on the training part
+        (no early stopping), and the validation part only scores it.
+        """
+        seed = self.fold_seed(fold)
+        parts = {**self._fold_key(fold), "teacher": teacher_setting(config, seed)}
+
+        def compute() -> dict[str, Any]:
+            model = fit_teacher(self.base, config, train, labels=self.data.label_names,
+                                metric=self.spec.cv.metric, seed=seed, device=self.device)
+            model.eval()
+            logits = predict_logits(model, train, device=self.device)
+            probs = torch.softmax(predict_logits(model, valid, device=self.device), dim=-1)
+            score = compute_metric(self.spec.cv.metric, valid.labels.numpy(), probs.numpy())
+            del model
+            release_memory()
+            return {"logits": logits, "score": float(score)}
+
+        entry = self.cache.get_or_compute("teacher_logits", parts, compute)
+        return entry["logits"], float(entry["score"])
+
+
+def release_memory() -> None:
+    """Free what a fold left behind, so memory does not grow from fold to fold and trial to trial."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
