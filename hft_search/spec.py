@@ -612,11 +612,12 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         name = model["name"]
         if name.startswith(("./", "../")):
             model["name"] = str((base / name).resolve())
-    for section in ("fixed",):
-        teacher = (raw.get(section) or {}).get("distill.teacher")
-        if isinstance(teacher, str) and teacher.startswith(("./", "../")):
-            raw[section]["distill.teacher"] = str((base / teacher).resolve())
-    storage = (raw.get("study") or {}).get("storage")
+    fixed = raw.get("fixed")
+    teacher = fixed.get("distill.teacher") if isinstance(fixed, dict) else None
+    if isinstance(teacher, str) and teacher.startswith(("./", "../")):
+        fixed["distill.teacher"] = str((base / teacher).resolve())
+    study = raw.get("study")
+    storage = study.get("storage") if isinstance(study, dict) else None
     for prefix in ("sqlite:///", "journal:"):
         if isinstance(storage, str) and storage.startswith(prefix):
             relative = storage.removeprefix(prefix)
