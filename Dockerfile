@@ -22,7 +22,7 @@ RUN pip install --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" 
 WORKDIR /opt/hft_search
 COPY pyproject.toml README.md ./
 COPY hft_search ./hft_search
-RUN pip install ".[postgres,demo,dashboard]"
+RUN pip install ".[postgres,demo,dashboard,ray]"
 
 # Not root: a worker only needs its working folder (the fold cache and the Hugging Face cache live there).
 RUN useradd --create-home --uid 1000 hft && mkdir -p /work && chown hft:hft /work

@@ -89,6 +89,8 @@ SUITE: dict[str, str | Script] = {
     "decoder": "benchmarks.decoder",
     "engine": Script("benchmarks.engine", _engine_argv, _engine_targets),
     "storage": Script("benchmarks.storage", _storage_argv, _storage_targets),
+    "threads": "benchmarks.threads",
+    "connections": "benchmarks.connections",
 }
 """Every benchmark, in the order the suite runs them (cheap and independent first)."""
 

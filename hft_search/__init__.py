@@ -15,7 +15,8 @@ _EXPORTS: dict[str, str] = {
     # errors
     "HFTSearchError": "exceptions", "SpecError": "exceptions", "DataError": "exceptions",
     "ModelError": "exceptions", "StorageError": "exceptions", "TrialFailure": "exceptions",
-    "ExportError": "exceptions", "DeviceMemoryError": "exceptions",
+    "ExportError": "exceptions", "ClusterError": "exceptions", "ConsecutiveFailures": "exceptions",
+    "DeviceMemoryError": "exceptions",
     # spec
     "StudySpec": "spec", "HybridConfig": "spec", "load_spec": "spec", "spec_from_dict": "spec",
     # data and models
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
     from hft_search.cv import CrossValidator
     from hft_search.data import load_data
     from hft_search.exceptions import (
+        ClusterError,
+        ConsecutiveFailures,
         DataError,
         DeviceMemoryError,
         ExportError,

@@ -1,7 +1,8 @@
 """``hft-search``: the command line. It parses arguments and calls the public API, nothing more.
 
 Every error raised on purpose (:class:`~hft_search.exceptions.HFTSearchError`) is printed as one clear
-message and exits 2, with no traceback; ``--verbose`` shows the traceback for bug reports.
+message and exits 2 (1 for a run that failed: a worker that stopped failing fast), with no traceback;
+``--verbose`` shows the traceback for bug reports.
 """
 
 from __future__ import annotations
@@ -94,6 +95,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from hft_search.study import run_worker
 
     spec = load_spec(args.spec)
+    if args.threads is not None:
+        from hft_search.launch import use_threads
+
+        logging.getLogger("hft_search.cli").info("worker uses %d torch threads (--threads)", use_threads(args.threads))
     started = time.monotonic()
     study = run_worker(spec, storage=args.storage, study_name=args.study_name,
                        progress=sys.stderr.isatty() and not args.no_progress)
@@ -107,6 +112,20 @@ def _cmd_requeue(args: argparse.Namespace) -> int:
     numbers = requeue_running(load_study(args.study, args.storage), older_than_s=args.older_than)
     print(f"re-queued {len(numbers)} trial(s)" + (f": {', '.join(map(str, numbers))}" if numbers else ""))
     return 0
+
+
+def _cmd_launch(args: argparse.Namespace) -> int:
+    from hft_search import load_spec
+    from hft_search.launch import launch
+
+    outcome = launch(load_spec(args.spec), workers=args.workers, address=args.address,
+                     gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
+                     storage=args.storage, study_name=args.study_name)
+    threads = ", ".join(f"{w.name}@{w.host}: {w.threads} threads" for w in outcome.workers)
+    print(f"{outcome.counted} of {outcome.n_trials} trials counted; workers: {threads or 'none finished'}")
+    for error in outcome.errors:
+        print(f"worker error: {error}", file=sys.stderr)
+    return 0 if outcome.done else 1
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -243,8 +262,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_storage(p, required_study=False)
     p.add_argument("--study-name", help="study name (default: the spec's `name`)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    p.add_argument("--threads", type=int, metavar="K", help="torch threads of this worker: its share of the "
+                   "machine's cores when several workers share it (default: torch's, all cores)")
     p.set_defaults(handler=_cmd_worker)
 
+    p = sub.add_parser("launch", help="run a study with N workers placed by Ray (a local Ray instance unless "
+                       "--address); exit 0 when the study reached n_trials, 1 when not, 130 on Ctrl-C")
+    p.add_argument("spec", help="study spec (YAML)")
+    p.add_argument("--workers", type=int, required=True, metavar="N", help="workers, i.e. trials at a time")
+    p.add_argument("--address", help="Ray cluster: auto (the cluster this machine belongs to) or ray://HOST:PORT "
+                   "(default: start a local Ray instance)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="F",
+                   help="GPUs each worker reserves; 0.25 packs four trials on a GPU (default 0: CPU)")
+    p.add_argument("--cpus-per-worker", type=float, metavar="K", help="CPUs each worker reserves and uses as "
+                   "torch threads (default: the cores divided by the workers)")
+    _add_storage(p, required_study=False)
+    p.add_argument("--study-name", help="study name (default: the spec's `name`)")
+    p.set_defaults(handler=_cmd_launch)
     p = sub.add_parser("requeue", help="re-queue the RUNNING trials of workers that died (journal storages have "
                        "no heartbeat to notice); make sure no worker runs them any more")
     _add_storage(p, required_study=True)
@@ -349,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return getattr(error, "exit_code", EXIT_USAGE)  # 1 for a run that failed (ConsecutiveFailures)
     except KeyboardInterrupt:
         print("interrupted: finished trials are stored; run the same command again to continue", file=sys.stderr)
         return 130

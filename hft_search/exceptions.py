@@ -58,6 +58,18 @@ class TrialFailure(HFTSearchError, RuntimeError):
         super().__init__(reason)
 
 
+class ClusterError(HFTSearchError, RuntimeError):
+    """Workers cannot be placed as asked: Ray is missing or unreachable, or the resources asked for do not exist."""
+
+
+class ConsecutiveFailures(HFTSearchError, RuntimeError):
+    """A worker saw ``study.max_consecutive_failures`` trials in a row fail from an exception: most likely a bug
+    or a broken setup that every further trial would hit too, so the worker stops instead of spending the budget.
+
+    The command line exits with :attr:`exit_code` (1: the run failed, not the input).
+    """
+
+    exit_code = 1
 class DeviceMemoryError(HFTSearchError, RuntimeError):
     """A fine-tune would not fit the device's free memory; raised before training, saying what to change."""
 

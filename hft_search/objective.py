@@ -44,6 +44,7 @@ from hft_search.exceptions import TrialFailure
 from hft_search.models import BaseModel
 from hft_search.spec import SWITCHABLE_GROUPS, CategoricalDist, FloatDist, HybridConfig, IntDist, StudySpec
 from hft_search.training import EpochCallback
+from hft_search.workers import FAILURE_KIND_ATTR
 
 logger = logging.getLogger(__name__)
 
@@ -185,12 +186,12 @@ class CVObjective:
             _fail(trial, f"{failure.reason} (fold {len(results)})")
             raise optuna.TrialPruned(failure.reason) from None
         except torch.OutOfMemoryError as error:
-            _fail(trial, f"out of memory in fold {len(results)}: {error_text(error)}")
+            _fail(trial, f"out of memory in fold {len(results)}: {error_text(error)}", kind="oom")
             raise TrialFailure(f"out of memory in fold {len(results)}") from error
         except (optuna.TrialPruned, KeyboardInterrupt):
             raise
         except Exception as error:  # one broken configuration must not end the study
-            _fail(trial, f"{type(error).__name__} in fold {len(results)}: {error_text(error)}")
+            _fail(trial, f"{type(error).__name__} in fold {len(results)}: {error_text(error)}", kind="exception")
             raise TrialFailure(f"{type(error).__name__}: {error}") from error
         finally:
             self._record(trial, config, results)
@@ -297,6 +298,10 @@ def repeat_verdict(trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> fl
     raise TrialFailure(reason)
 
 
-def _fail(trial: optuna.Trial, reason: str) -> None:
+def _fail(trial: optuna.Trial, reason: str, kind: str | None = None) -> None:
+    """Record why a trial stops; ``kind`` ("oom" or "exception") for a FAIL trial, read by the worker loop's
+    fail-fast rule (``study.max_consecutive_failures``)."""
     logger.warning("trial %d: %s", trial.number, reason)
     trial.set_user_attr("fail_reason", reason)
+    if kind is not None:
+        trial.set_user_attr(FAILURE_KIND_ATTR, kind)

@@ -328,6 +328,9 @@ class StudyOptions(_Section):
     enqueue: list[dict[str, Any]] = Field(default_factory=list, description="configurations (dotted knob: value) "
                                           "tried first, after the baseline")
     warm_start: WarmStart | None = Field(None, description="enqueue the best configurations of an earlier study")
+    max_consecutive_failures: int = Field(
+        3, ge=1, description="a worker stops (exit 1) after this many trials in a row fail from an exception "
+        "(a bug, not out of memory)")
 
 
 class StudySpec(_Section):
@@ -652,10 +655,10 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         name = model["name"]
         if name.startswith(("./", "../")):
             model["name"] = str((base / name).resolve())
-    for section in ("fixed",):
-        teacher = (raw.get(section) or {}).get("distill.teacher")
-        if isinstance(teacher, str) and teacher.startswith(("./", "../")):
-            raw[section]["distill.teacher"] = str((base / teacher).resolve())
+    fixed = raw.get("fixed")
+    teacher = fixed.get("distill.teacher") if isinstance(fixed, dict) else None
+    if isinstance(teacher, str) and teacher.startswith(("./", "../")):
+        fixed["distill.teacher"] = str((base / teacher).resolve())
     study = raw.get("study") if isinstance(raw.get("study"), dict) else {}
     warm = study.get("warm_start") if isinstance(study.get("warm_start"), dict) else {}
     for holder in (study, warm):

@@ -21,6 +21,7 @@ from hft_search.seeding import seed_study, wait_until_seeded
 from hft_search.spec import StudySpec, grid_values
 from hft_search.storage import check_url, make_storage, mask_spec_dump, mask_url, resolve_storage_url
 from hft_search.workers import (
+    AbortTrial,
     GracefulStop,
     Objective,
     StopRequested,
@@ -207,11 +208,12 @@ def default_cache(spec: StudySpec, storage_url: str) -> Cache:
 def run_study(spec: StudySpec, *, n_trials: int | None = None, storage: str | None = None,
               study_name: str | None = None, progress: bool = False,
               objective: Objective | None = None, stop: StopRequested | None = None,
-              sampler_seed: int | None = None) -> optuna.Study:
+              sampler_seed: int | None = None, abort: AbortTrial | None = None) -> optuna.Study:
     """Open (or resume) the spec's study and run it to ``n_trials`` counted trials with the CV objective.
 
     Other processes may run the same study at the same time (see :func:`run_worker`): together they finish
-    exactly ``n_trials``. ``objective`` replaces the CV objective (tests, benchmarks of the storage).
+    exactly ``n_trials``. ``objective`` replaces the CV objective (tests, benchmarks of the storage); ``abort``
+    confines interrupts to the objective (:class:`~hft_search.workers.AbortTrial`, for Ray's workers).
     """
     url = resolve_storage_url(storage, spec.study.storage)
     # A database server is opened first, so that an unreachable one fails before the model is loaded; a file
@@ -229,7 +231,8 @@ def run_study(spec: StudySpec, *, n_trials: int | None = None, storage: str | No
     if fingerprint is not None and "data_fingerprint" not in study.user_attrs:
         study.set_user_attr("data_fingerprint", fingerprint)
     return optimize(study, objective, target_trials(spec, n_trials), timeout=spec.study.timeout,
-                    progress=progress, max_retries=spec.study.max_retries, stop=stop)
+                    progress=progress, max_retries=spec.study.max_retries,
+                    max_consecutive_failures=spec.study.max_consecutive_failures, stop=stop, abort=abort)
 
 
 def run_worker(spec: StudySpec, *, storage: str | None = None, study_name: str | None = None,

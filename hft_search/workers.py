@@ -38,12 +38,23 @@ The worker loop
       trials of live workers are theirs to finish. With a journal storage there is no heartbeat (Optuna 5.0),
       a dead worker's trial would hold its place for ever, so the worker leaves instead of waiting.
 
+Failing fast
+    A trial that fails from an exception (``failure_kind: "exception"``, recorded by the objective) most
+    likely hit a bug or a broken setup that the next trial hits too. After ``max_consecutive_failures`` such
+    trials in a row, counted by each worker over its own trials, the worker stops with
+    :class:`~hft_search.exceptions.ConsecutiveFailures` (exit status 1) instead of spending the budget on it.
+    Out-of-memory trials (``failure_kind: "oom"``) are a property of the configuration's size, not a bug:
+    they neither count towards that streak nor end it; a COMPLETE or PRUNED trial ends it.
+
 Stopping a worker
     :func:`run_worker` catches SIGTERM and SIGINT. The first lets the current trial end normally, then the
     worker leaves (exit status 0). A second raises :class:`KeyboardInterrupt` inside the trial: it ends FAIL
     without a reason and this worker re-queues its parameters at once (as for a dead worker), so another
     worker, or the next start, runs it again. A worker killed outright (SIGKILL, power loss) is covered by
     the heartbeat. With a journal storage, a re-queued trial waits for the next worker start.
+    Workers stopped from outside at any moment (Ray's cancel, for ``hft-search launch``) use
+    :class:`AbortTrial` instead: the interrupt is only raised inside the objective, where the trial's number
+    is known and it can be handed back.
 
 Storage outages
     When the database goes away (restart, fail-over, network), a worker retries it with growing pauses and
@@ -77,7 +88,7 @@ from optuna.exceptions import ExperimentalWarning, StorageInternalError, UpdateF
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from hft_search.exceptions import StorageError, TrialFailure
+from hft_search.exceptions import ConsecutiveFailures, StorageError, TrialFailure
 from hft_search.storage import mask_url
 
 if TYPE_CHECKING:
@@ -94,6 +105,9 @@ StopRequested = Callable[[], bool]
 
 SURPLUS_ATTR = "surplus"
 """Trial user attribute (``True``) of a trial that started after ``n_trials`` places were taken."""
+
+FAILURE_KIND_ATTR = "failure_kind"
+"""Trial user attribute of a FAIL trial with a verdict: ``"exception"`` (counts towards fail-fast) or ``"oom"``."""
 
 
 MAX_POLL_S = 10.0
@@ -159,9 +173,10 @@ class _Admission:
     is interrupted, and the surplus trials, whose FAIL Optuna should not report as a failure.
     """
 
-    def __init__(self, objective: Objective, n_trials: int) -> None:
+    def __init__(self, objective: Objective, n_trials: int, abort: AbortTrial | None) -> None:
         self.objective = objective
         self.n_trials = n_trials
+        self.abort = abort
         self.number: int | None = None
         self.surplus: set[int] = set()
 
@@ -175,7 +190,10 @@ class _Admission:
             logger.info("trial %d is surplus: %d trials before it already hold the %d places; "
                         "it does not count", trial.number, taken, self.n_trials)
             raise _Surplus(f"trial {trial.number} is surplus")
-        return self.objective(trial)
+        if self.abort is None:
+            return self.objective(trial)
+        with self.abort.inside_objective():
+            return self.objective(trial)
 
 
 class _HideSurplusFailures(logging.Filter):
@@ -261,10 +279,13 @@ class _Worker:
     """One worker's loop over trials; see "The worker loop" in the module docstring."""
 
     def __init__(self, study: optuna.Study, objective: Objective, n_trials: int, *, timeout: float | None,
-                 max_retries: int, stop: StopRequested) -> None:
+                 max_retries: int, max_consecutive_failures: int, stop: StopRequested,
+                 abort: AbortTrial | None) -> None:
         self.study = study
+        self.max_consecutive_failures = max_consecutive_failures
+        self.failures_in_a_row: list[str] = []
         self.n_trials = n_trials
-        self.admission = _Admission(objective, n_trials)
+        self.admission = _Admission(objective, n_trials, abort)
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.stop = stop
         interval = _heartbeat_interval(study)
@@ -286,6 +307,26 @@ class _Worker:
                     raise
                 except Exception as error:
                     self._recover(error)
+                self._fail_fast()
+
+    def _fail_fast(self) -> None:
+        """Track this worker's streak of trials that failed from an exception; stop it when it is too long."""
+        number = self.admission.number
+        if number is None or number in self.admission.surplus:
+            return
+        trial = _trial(self.study, number)
+        kind = trial.user_attrs.get(FAILURE_KIND_ATTR)
+        if trial.state == TrialState.FAIL and kind == "exception":
+            self.failures_in_a_row.append(f"trial {number}: {trial.user_attrs.get('fail_reason', '?')}")
+        elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            self.failures_in_a_row = []
+        if len(self.failures_in_a_row) >= self.max_consecutive_failures:
+            reasons = "\n  ".join(self.failures_in_a_row)
+            raise ConsecutiveFailures(
+                f"{len(self.failures_in_a_row)} trials in a row failed from an exception, so this worker stopped "
+                f"(study.max_consecutive_failures={self.max_consecutive_failures}):\n  {reasons}\n"
+                "This looks like a bug or a broken setup rather than bad luck: fix it (run with --verbose for the "
+                "traceback), then start the worker again; finished trials are kept.")
 
     def _recover(self, error: Exception) -> None:
         """Go on after a lost storage connection or a trial taken over by another worker; re-raise the rest."""
@@ -404,7 +445,8 @@ def _progress_bar(enabled: bool, n_trials: int, done: int) -> Iterator[Any]:
 
 
 def optimize(study: optuna.Study, objective: Objective, n_trials: int, *, timeout: float | None = None,
-             progress: bool = False, max_retries: int = 3, stop: StopRequested | None = None) -> optuna.Study:
+             progress: bool = False, max_retries: int = 3, max_consecutive_failures: int = 3,
+             stop: StopRequested | None = None, abort: AbortTrial | None = None) -> optuna.Study:
     """Run trials until ``n_trials`` count in the study, across every worker (see the module docstring).
 
     Args:
@@ -414,15 +456,25 @@ def optimize(study: optuna.Study, objective: Objective, n_trials: int, *, timeou
         timeout: seconds after which no new trial starts.
         progress: show a progress bar of the counted trials.
         max_retries: how often the trial of an interrupted worker is re-queued (as for a dead worker).
+        max_consecutive_failures: this worker stops after so many of its trials in a row failed from an
+            exception (see "Failing fast" in the module docstring).
         stop: called before each trial and while waiting; True makes the worker leave.
+        abort: interrupts arrive only inside the objective (see :class:`AbortTrial`); its stop request also
+            makes the worker leave.
+
+    Raises:
+        ConsecutiveFailures: ``max_consecutive_failures`` trials of this worker in a row failed from an
+            exception.
     """
     census = _Census.of(study)
     if census.next_step(n_trials) is False:
         logger.info("study %s already has %d counted trials (n_trials=%d); nothing to run",
                     study.study_name, census.counted, n_trials)
         return study
+    asked = stop or (lambda: False)
     worker = _Worker(study, objective, n_trials, timeout=timeout, max_retries=max_retries,
-                     stop=stop or (lambda: False))
+                     max_consecutive_failures=max_consecutive_failures,
+                     stop=asked if abort is None else (lambda: asked() or abort()), abort=abort)
     with _progress_bar(progress, n_trials, census.counted) as bar:
 
         def after_trial() -> None:
@@ -469,6 +521,54 @@ class GracefulStop:
         self.requested = True
         logger.warning("%s: stopping after the current trial; send it again to abort the trial now (it is "
                        "then re-queued for another worker)", name)
+
+
+class AbortTrial:
+    """SIGINT handling of a worker that is stopped from outside at any moment: the running trial is aborted and
+    re-queued, as by a second SIGTERM, but the interrupt is only raised *inside the objective*.
+
+    Why: Ray cancels the workers of ``hft-search launch`` by interrupting their main thread wherever it is. An
+    interrupt inside Optuna's own storage calls (while it creates a trial, or records its end) would leave that
+    trial RUNNING with no number known to hand back, and the study one place short until the heartbeat sweep of
+    a later worker. So outside the objective the signal only asks the worker to leave (called, this object says
+    so), and a trial whose objective is about to begin is aborted right there, when its number is known.
+
+    Use as a context manager, which installs the SIGINT handler (main thread only) and puts the previous back.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._in_objective = False
+        self._previous: Any = None
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def __enter__(self) -> AbortTrial:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    @contextmanager
+    def inside_objective(self) -> Iterator[None]:
+        if self.requested:
+            raise KeyboardInterrupt("stopped before the trial's objective began")
+        self._in_objective = True
+        try:
+            yield
+        finally:
+            self._in_objective = False
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        if self._in_objective:
+            raise KeyboardInterrupt("stopped during the trial")
+        logger.warning("interrupted between trials: leaving before the next one")
 
 
 def worker_seed(spec: StudySpec) -> int:

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SUITE_MODULES = ("memory", "trial_overhead", "caching", "scaling", "search_quality", "decoder")
+SUITE_MODULES = ("memory", "trial_overhead", "caching", "scaling", "search_quality", "threads", "connections",
+                 "decoder")
 """Benchmarks whose JSON the runner writes (``engine`` and ``storage`` write their own)."""
 MACHINE_KEYS = {"cpu_count": int, "torch_threads": int, "torch": str, "transformers": str, "optuna": str,
                 "peft": str, "device": str, "device_name": str}
@@ -39,8 +40,8 @@ def check_entry(name: str, entry: dict) -> None:
     assert isinstance(entry["duration_s"], float) and entry["duration_s"] > 0
     assert isinstance(entry["data"]["train"], str) and isinstance(entry["data"]["dev"], str)
     assert isinstance(entry["targets"], list)
-    if name == "scaling" and "skipped" in entry:  # no PostgreSQL here: the reason is recorded instead
-        assert not os.environ.get("HFT_TEST_POSTGRES_URL"), f"scaling skipped: {entry['skipped']}"
+    if name in ("scaling", "connections") and "skipped" in entry:  # no PostgreSQL: the reason is recorded instead
+        assert not os.environ.get("HFT_TEST_POSTGRES_URL"), f"{name} skipped: {entry['skipped']}"
         assert isinstance(entry["skipped"], str)
         return
     assert entry["targets"], name
@@ -80,8 +81,9 @@ def test_suite_runs_and_writes_results_of_the_documented_shape(tiny_model_dir: P
     table = (results / "README_table.md").read_text()
     assert "| benchmark | figure | measured | target | met |" in table
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| benchmark")]
-    assert {row.split(" | ")[0].removeprefix("| ") for row in rows} >= {*SUITE_MODULES, "engine", "storage"} - (
-        {"scaling"} if "skipped" in json.loads((results / "scaling.json").read_text())["smoke"] else set())
+    skipped = {name for name in ("scaling", "connections")
+               if "skipped" in json.loads((results / f"{name}.json").read_text())["smoke"]}
+    assert {row.split(" | ")[0].removeprefix("| ") for row in rows} >= {*SUITE_MODULES, "engine", "storage"} - skipped
 
 
 def points(*pairs: tuple[float, float]) -> list[dict]:

@@ -142,4 +142,4 @@ def test_dockerfile_installs_the_extras_on_python_311():
 
     assert base == "python:3.11-slim"
     assert "--index-url" in installs and "${TORCH_VARIANT}" in installs
-    assert 'pip install ".[postgres,demo,dashboard]"' in installs
+    assert 'pip install ".[postgres,demo,dashboard,ray]"' in installs

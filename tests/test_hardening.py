@@ -436,7 +436,8 @@ def test_12_training_imports_no_quantization_and_validate_prints_no_noise(tiny_s
     ({"fixed": {"distill.alpha": 0.0, "distill.beta": 0.0}}, "distill.alpha: distill.alpha and distill.beta"),
     ({"fixed": {"distill.enabled": False, "distill.alpha": 0.3}}, "fixed.distill.enabled: is false, so distill.alpha"),
     ({"study": {"objectives": "score+student_params"}}, "study.objectives: score+student_params needs distillation"),
-    ({"fixed": {"distill.teacher": "/", "distill.teacher_epochs": 2}}, "fixed.distill.teacher_epochs: distill.teacher_epochs only apply"),
+    ({"fixed": {"distill.teacher": "/", "distill.teacher_epochs": 2}},
+     "fixed.distill.teacher_epochs: distill.teacher_epochs only apply"),
     ({"fixed": {"distill.student_layers": 9}}, "fixed.distill.student_layers: 9 exceeds the model's 4"),
 ])
 def test_12_7_contradictory_specs_are_one_line_each(tiny_spec_dict: dict, tmp_path: Path, change: dict,

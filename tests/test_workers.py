@@ -28,9 +28,18 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from test_storage import SECRET, abandon_a_trial, postgres_url, unreachable_postgres_url
 
+from hft_search.exceptions import ConsecutiveFailures, TrialFailure
 from hft_search.storage import delete_study_if_exists, make_storage
 from hft_search.study import make_sampler, open_study, run_worker, target_trials
-from hft_search.workers import SURPLUS_ATTR, counted_trials, counts, optimize, worker_seed
+from hft_search.workers import (
+    FAILURE_KIND_ATTR,
+    SURPLUS_ATTR,
+    AbortTrial,
+    counted_trials,
+    counts,
+    optimize,
+    worker_seed,
+)
 
 WORKER = Path(__file__).with_name("cheap_worker.py")
 HEARTBEAT_S = 1
@@ -260,6 +269,37 @@ def test_workers_survive_a_postgres_restart(postgres_comes_back: None):
         assert sum(t.datetime_start > restarted for t in trials) >= 3, "the study ended before the restart"
 
 
+class ScriptedObjective(CheapObjective):
+    """Ends trial *i* as ``outcomes[i]`` says: "ok", or FAIL the way :class:`~hft_search.objective.CVObjective`
+    records one ("exception": a bug in a fold; "oom": out of memory)."""
+
+    def __init__(self, outcomes: list[str]) -> None:
+        super().__init__(0.0)
+        self.outcomes = iter(outcomes)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        value = super().__call__(trial)
+        outcome = next(self.outcomes)
+        if outcome == "ok":
+            return value
+        reason = "out of memory in fold 0: CUDA" if outcome == "oom" else "TypeError in fold 0: bad operand"
+        trial.set_user_attr("fail_reason", reason)
+        trial.set_user_attr(FAILURE_KIND_ATTR, outcome)
+        raise TrialFailure(reason)
+
+
+class InterruptWhileCreatingATrial(optuna.samplers.RandomSampler):
+    """Sends this process SIGINT once, inside ``study.ask()``: after the trial exists, before its objective."""
+
+    fired = False
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        super().before_trial(study, trial)
+        if not self.fired:
+            self.fired = True
+            signal.raise_signal(signal.SIGINT)
+
+
 class TestInProcess:
     """The worker loop in this process, on SQLite: the cases that need no timing between processes."""
 
@@ -319,6 +359,31 @@ class TestInProcess:
 
         assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
 
+    def test_three_exception_failures_in_a_row_stop_the_worker_and_oom_does_not_count(self, spec):
+        """A success ends the streak; out-of-memory trials neither extend nor end it."""
+        outcomes = ["exception", "exception", "ok", "exception", "oom", "oom", "exception", "exception", "ok"]
+        study = open_study(spec)
+
+        with pytest.raises(ConsecutiveFailures, match=r"3 trials in a row failed") as caught:
+            optimize(study, ScriptedObjective(outcomes), 20, max_consecutive_failures=3)
+
+        assert [t.user_attrs.get(FAILURE_KIND_ATTR, "ok") for t in study.trials] == outcomes[:8]
+        assert "trial 7: TypeError" in str(caught.value) and "trial 2" not in str(caught.value)
+
+    def test_an_interrupt_while_a_trial_is_created_aborts_it_at_its_objective_and_requeues_it(self, spec):
+        """Ray cancels a launch's workers by interrupting them anywhere; a plain KeyboardInterrupt raised inside
+        Optuna's ``ask`` would leave that trial RUNNING with no number to hand back."""
+        study = open_study(spec)
+        study.sampler = InterruptWhileCreatingATrial(seed=0)
+
+        with AbortTrial() as abort, pytest.raises(KeyboardInterrupt, match="before the trial's objective began"):
+            optimize(study, CheapObjective(0.0), 3, abort=abort)
+
+        aborted, retry = study.get_trials()
+        assert (aborted.state, counts(aborted)) == (TrialState.FAIL, False)
+        assert retry.state == TrialState.WAITING
+        assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == aborted.number
+
     def test_grid_sampler_stops_at_the_size_of_the_grid(self, sqlite_url: str):
         spec = cheap_spec("grid", sqlite_url, 100, sampler="grid")
 
@@ -349,6 +414,33 @@ class TestWorkerCommand:
         assert done.returncode == 2
         assert SECRET not in done.stdout + done.stderr and "Traceback" not in done.stderr
         assert "postgres:***@127.0.0.1" in done.stderr
+
+    def test_threads_sets_the_worker_s_torch_threads(self, tiny_spec_dict: dict, tmp_path: Path):
+        spec = self.spec_file(tiny_spec_dict, tmp_path, "threads")
+
+        done = self.run_cli("worker", str(spec), "--threads", "1", "--no-progress")
+        refused = self.run_cli("worker", str(spec), "--threads", "0")
+
+        assert done.returncode == 0, done.stderr
+        assert "worker uses 1 torch threads (--threads)" in done.stderr
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert refused.stderr.strip().endswith("a worker needs at least one thread; give a whole number >= 1.")
+
+    def test_a_bug_in_every_trial_stops_the_worker_with_exit_1(self, tiny_spec_dict: dict, tmp_path: Path):
+        """LoRA on a module the model does not have fails every fold: three trials, not the whole budget."""
+        raw = {**tiny_spec_dict, "fixed": {**tiny_spec_dict["fixed"], "lora.enabled": True,
+                                           "lora.targets": ["no_such_module"]},
+               "study": {**tiny_spec_dict["study"], "n_trials": 10}}
+        path = tmp_path / "spec.yaml"
+        path.write_text(yaml.safe_dump(raw))
+
+        done = self.run_cli("worker", str(path))
+
+        assert done.returncode == 1, done.stderr
+        message = done.stderr.rpartition("\nerror: ")[2]  # Optuna logs each failed trial's traceback before
+        assert message.startswith("3 trials in a row failed from an exception") and "Traceback" not in message
+        trials = trials_of(raw["study"]["storage"], raw["name"])
+        assert [(t.state, t.user_attrs[FAILURE_KIND_ATTR]) for t in trials] == [(TrialState.FAIL, "exception")] * 3
 
     @pytest.mark.postgres
     def test_password_is_masked_in_the_logs_of_a_run(self, tiny_spec_dict: dict, tmp_path: Path):

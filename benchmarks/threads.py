@@ -1,0 +1,125 @@
+"""Threads: workers that share a machine, with and without splitting its cores between them.
+
+torch starts as many threads as the machine has cores, in every process. Two workers on 2 cores then run
+four busy threads that keep preempting each other (the quickstart took about 7 minutes with two such workers
+against 2.5 with one). The same quickstart-sized study (fixed work per trial: only the learning rate is
+searched, so every trial costs the same) runs four ways, each on its own study:
+
+* ``1 worker``: ``hft-search worker``, torch's default threads (all cores);
+* ``2 workers, no split`` (before): two ``hft-search worker`` processes, each with all cores' threads;
+* ``2 workers, --threads``: two ``hft-search worker --threads cores/2`` (the split by hand);
+* ``launch --workers 2``: ``hft-search launch`` on a local Ray instance, which gives each worker its share.
+
+Trials per hour come from the trials' own timestamps (first start to last end), so start-up (and Ray's) is
+left out; the wall time with start-up is recorded too.
+
+    python -m benchmarks threads        # about 20 min on 2 idle cores (8 trials x 3 folds x 480 rows, x4)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from benchmarks._common import Context, bench_spec, check
+from hft_search.workers import counts
+
+CLI = [sys.executable, "-m", "hft_search.cli"]
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+"""Set by a caller (the suite's test sets them to 1), they would split the threads for every configuration."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    rows: int
+    folds: int
+    max_length: int
+    epochs: int
+    n_trials: int
+
+
+SIZES = {
+    "full": Sizes(rows=480, folds=3, max_length=48, epochs=2, n_trials=8),
+    "quick": Sizes(rows=160, folds=2, max_length=48, epochs=1, n_trials=4),
+    "smoke": Sizes(rows=48, folds=2, max_length=16, epochs=1, n_trials=2),
+}
+
+
+def configurations(cores: int) -> dict[str, tuple[list[list[str]], int]]:
+    """Name → (the commands to start together, the threads each worker is meant to run)."""
+    share = max(1, cores // 2)
+    return {
+        "1 worker": ([["worker"]], cores),
+        "2 workers, no split": ([["worker"], ["worker"]], cores),
+        "2 workers, --threads": ([["worker", "--threads", str(share)]] * 2, share),
+        "launch --workers 2": ([["launch", "--workers", "2"]], share),
+    }
+
+
+def run_configuration(spec_file: Path, url: str, folder: Path, commands: list[list[str]]) -> dict[str, Any]:
+    """Start the commands on a new study, wait for all, and read the study back."""
+    name = f"bench-threads-{uuid.uuid4().hex[:10]}"
+    env = {key: value for key, value in os.environ.items() if key not in THREAD_VARIABLES}
+    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    processes, logs = [], []
+    start = time.perf_counter()
+    try:
+        for i, command in enumerate(commands):
+            log = folder / f"{name}-{i}.log"
+            logs.append(log)
+            argv = [*CLI, command[0], str(spec_file), *command[1:], "--storage", url, "--study-name", name]
+            with log.open("w") as handle:
+                processes.append(subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT))
+        codes = [process.wait(timeout=7200) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    wall = time.perf_counter() - start
+    if any(codes):
+        failed = next(i for i, code in enumerate(codes) if code)
+        raise RuntimeError(f"exit codes {codes}; log of the first that failed:\n{logs[failed].read_text()[-2000:]}")
+    trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+    done = [t for t in trials if counts(t) and t.datetime_complete is not None]
+    span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+    return {"counted": len(done), "span_s": span, "wall_s": wall, "trials_per_hour": 3600 * len(done) / span,
+            "trials_per_hour_with_startup": 3600 * len(done) / wall}
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    sizes = ctx.sizes(SIZES)
+    folder = ctx.folder("threads")
+    spec = bench_spec(ctx, "threads", folder, rows=sizes.rows, max_length=sizes.max_length, folds=sizes.folds,
+                      search_space={"training.learning_rate": {"float": [2.0e-5, 3.0e-4], "log": True}},
+                      fixed={"training.epochs": sizes.epochs, "training.batch_size": 16},
+                      study={"n_trials": sizes.n_trials, "sampler": "random"})
+    spec_file = folder / "threads.yaml"
+    spec_file.write_text(spec.to_yaml(), encoding="utf-8")
+    url = f"sqlite:///{folder / 'threads.db'}"
+    cores = os.cpu_count() or 1
+    print(f"threads: {sizes.n_trials} trials of {sizes.folds} folds x {sizes.rows} rows, {cores} cores", flush=True)
+    rows = {}
+    for label, (commands, threads) in configurations(cores).items():
+        row = {"threads_per_worker": threads, **run_configuration(spec_file, url, folder, commands)}
+        rows[label] = row
+        print(f"  {label} ({threads} thread(s) each): {row['trials_per_hour']:.0f} trials/h, "
+              f"{row['wall_s']:.0f} s with start-up, {row['counted']} counted", flush=True)
+    per_hour = {label: row["trials_per_hour"] for label, row in rows.items()}
+    detail = ", ".join(f"{label} {value:.0f}/h" for label, value in per_hour.items())
+    targets = [
+        check("trials/h, 2 workers with the thread split / without", per_hour["2 workers, --threads"]
+              / per_hour["2 workers, no split"], 1.0, at_most=False, detail=detail),
+        check("trials/h, launch --workers 2 / 1 worker", per_hour["launch --workers 2"] / per_hour["1 worker"],
+              0.9, at_most=False, detail=f"{cores} cores"),
+        check("trials counted off n_trials (absolute), worst configuration",
+              max(abs(row["counted"] - sizes.n_trials) for row in rows.values()), 0),
+    ]
+    return {"sizes": sizes, "cores": cores, "rows": rows, "targets": targets}
