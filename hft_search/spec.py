@@ -309,7 +309,7 @@ class StudyOptions(_Section):
     )
     sampler: Literal["tpe", "random", "gp", "cmaes", "grid", "nsga2"] = "tpe"
     pruner: Literal["successive_halving", "hyperband", "wilcoxon", "median", "none"] = Field(
-        "median", description="successive_halving/hyperband: multi-fidelity, decided after every fold-epoch; "
+        "successive_halving", description="successive_halving/hyperband: multi-fidelity, decided after every fold-epoch; "
         "wilcoxon/median: between folds (wilcoxon needs cv.folds >= 5, see PRUNER_MIN_FOLDS)"
     )
     n_trials: int = Field(20, ge=1)

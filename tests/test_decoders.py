@@ -295,7 +295,8 @@ def test_decoder_lora_spec_validates_runs_exports_trains_and_predicts(
 
     storage, best, folder = f"sqlite:///{tmp_path / 'decoder.db'}", tmp_path / "best.yaml", tmp_path / "model"
     assert main(["run", str(spec), "--no-progress"]) == 0
-    assert main(["export", "--study", "decoder-lora", "--storage", storage, "-o", str(best)]) == 0
+    # trial 0 is the baseline full fine-tune; trial 1 the spec's LoRA configuration
+    assert main(["export", "--study", "decoder-lora", "--storage", storage, "-o", str(best), "--trial", "1"]) == 0
     assert main(["train", str(best), "-o", str(folder), "--quantize", "int8"]) == 0
     meta = json.loads((folder / "hft_search.json").read_text())
     assert meta["config"]["lora.enabled"] and meta["quantized"]["int8"]["size_mb"] > 0
