@@ -309,8 +309,8 @@ class StudyOptions(_Section):
     )
     sampler: Literal["tpe", "random", "gp", "cmaes", "grid", "nsga2"] = "tpe"
     pruner: Literal["successive_halving", "hyperband", "wilcoxon", "median", "none"] = Field(
-        "successive_halving", description="successive_halving/hyperband: multi-fidelity, decided after every fold-epoch; "
-        "wilcoxon/median: between folds (wilcoxon needs cv.folds >= 5, see PRUNER_MIN_FOLDS)"
+        "successive_halving", description="successive_halving/hyperband: multi-fidelity, decided after every "
+        "fold-epoch; wilcoxon/median: between folds (wilcoxon needs cv.folds >= 5, see PRUNER_MIN_FOLDS)"
     )
     n_trials: int = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0, description="seconds; stop starting new trials after this")
