@@ -21,7 +21,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +73,6 @@ class TokenizedSplit:
     attention_mask: torch.Tensor
     labels: torch.Tensor
     token_type_ids: torch.Tensor | None = None
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -81,8 +80,7 @@ class TokenizedSplit:
     def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> TokenizedSplit:
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
         tt = self.token_type_ids[idx] if self.token_type_ids is not None else None
-        return TokenizedSplit(self.input_ids[idx], self.attention_mask[idx], self.labels[idx], tt,
-                              {k: v[idx] for k, v in self.extras.items()})
+        return TokenizedSplit(self.input_ids[idx], self.attention_mask[idx], self.labels[idx], tt)
 
     def batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         """Model inputs and labels for rows ``idx``, trimmed to the longest row of the batch."""
@@ -95,7 +93,7 @@ class TokenizedSplit:
 
     def batches(self, batch_size: int, *, shuffle: bool = False,
                 generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
-        """Yield ``(row indices, batch)``; the indices let callers align per-row extras such as teacher logits."""
+        """Yield ``(row indices, batch)``; the indices let callers align per-row data such as teacher logits."""
         order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
         for start in range(0, len(self), batch_size):
             idx = order[start:start + batch_size]

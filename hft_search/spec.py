@@ -749,17 +749,6 @@ def _expanded_size(document: Any, limit: int) -> int:
     return count
 
 
-def distribution_to_optuna(dist: Distribution) -> Any:
-    """The Optuna distribution object of a search-space entry (for ``study.enqueue_trial`` and reports)."""
-    import optuna.distributions as od
-
-    if isinstance(dist, FloatDist):
-        return od.FloatDistribution(*dist.bounds, log=dist.log, step=dist.step)
-    if isinstance(dist, IntDist):
-        return od.IntDistribution(*dist.bounds, log=dist.log, step=dist.step)
-    return od.CategoricalDistribution(dist.choices)
-
-
 def grid_values(dist: Distribution) -> list[Any]:
     """Every value a grid sampler visits for one knob (int and stepped float ranges enumerated)."""
     if isinstance(dist, CategoricalDist):

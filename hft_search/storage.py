@@ -551,3 +551,19 @@ def _journal_storage(url: str) -> JournalStorage:
         optuna.__version__,
     )
     return JournalStorage(backend)
+
+
+def load_named_study(study_name: str, storage: BaseStorage, storage_label: str) -> optuna.Study:
+    """The study ``study_name``, or a :class:`StorageError` that lists the studies the storage does hold.
+
+    ``storage_label`` is how the storage is named in the message: a masked URL, never one with a password.
+    """
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = sorted(frozen.study_name for frozen in storage.get_all_studies())
+        listing = ", ".join(repr(name) for name in names) or "none"
+        raise StorageError(
+            f"no study {study_name!r} in {storage_label}; studies there: {listing}. "
+            "Pass one of them with --study (names are case-sensitive)."
+        ) from None

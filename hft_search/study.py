@@ -19,7 +19,14 @@ from optuna.trial import FrozenTrial, TrialState
 from hft_search.exceptions import StorageError
 from hft_search.seeding import seed_study, wait_until_seeded
 from hft_search.spec import StudySpec, grid_values
-from hft_search.storage import check_url, make_storage, mask_spec_dump, mask_url, resolve_storage_url
+from hft_search.storage import (
+    check_url,
+    load_named_study,
+    make_storage,
+    mask_spec_dump,
+    mask_url,
+    resolve_storage_url,
+)
 from hft_search.workers import (
     AbortTrial,
     GracefulStop,
@@ -250,13 +257,7 @@ def run_worker(spec: StudySpec, *, storage: str | None = None, study_name: str |
 def load_study(study_name: str, storage: str | None) -> optuna.Study:
     """An existing study, with a clear error naming the studies that do exist; creates nothing."""
     url = resolve_storage_url(storage, None)
-    backend = make_storage(url, must_exist=True)
-    try:
-        return optuna.load_study(study_name=study_name, storage=backend)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(backend)]
-        listing = ", ".join(names) if names else "none"
-        raise StorageError(f"no study {study_name!r} in {mask_url(url)}; studies there: {listing}") from None
+    return load_named_study(study_name, make_storage(url, must_exist=True), mask_url(url))
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:

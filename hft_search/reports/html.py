@@ -28,8 +28,8 @@ from plotly.utils import PlotlyJSONEncoder
 
 from hft_search.files import check_output, write_text_atomic
 from hft_search.reports.figures import Figure, report_figures
-from hft_search.reports.studies import load_study, revision
-from hft_search.storage import make_storage, mask_url
+from hft_search.reports.studies import revision
+from hft_search.storage import load_named_study, make_storage, mask_url
 
 REPORTS_DIR = Path("dashboards")
 """Where reports are written when no folder is given: ``dashboards/<study>/index.html``."""
@@ -200,6 +200,6 @@ def write_report(study_name: str, storage: str, out_dir: str | os.PathLike[str] 
     folder = Path(out_dir if out_dir is not None else default_report_dir(study_name))
     path = check_output(folder / REPORT_FILE, force=True)  # a page is regenerated, but only as a regular file
     label = mask_url(storage)
-    study = load_study(study_name, make_storage(storage, must_exist=True), label)
+    study = load_named_study(study_name, make_storage(storage, must_exist=True), label)
     write_text_atomic(path, render_report(study, label))
     return path

@@ -34,8 +34,8 @@ from optuna.storages import BaseStorage
 
 from hft_search.exceptions import StorageError
 from hft_search.reports.html import EVAL_FOR_WEBGL, RENDER_JS, STYLE, plotly_js, script_json, study_payload
-from hft_search.reports.studies import load_study, summarize
-from hft_search.storage import make_storage, mask_url
+from hft_search.reports.studies import summarize
+from hft_search.storage import load_named_study, make_storage, mask_url
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ class DashboardHandler(BaseHTTPRequestHandler):
 
     def _send_study(self, name: str) -> None:
         try:
-            study = load_study(name, self.server.storage, self.server.storage_label)
+            study = load_named_study(name, self.server.storage, self.server.storage_label)
         except StorageError as error:
             self._send_json({"error": str(error)}, HTTPStatus.NOT_FOUND)
             return

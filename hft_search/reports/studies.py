@@ -14,28 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import optuna
 from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
-
-from hft_search.exceptions import StorageError
-
-
-def load_study(study_name: str, storage: BaseStorage, storage_label: str) -> optuna.Study:
-    """The study ``study_name``, or a :class:`StorageError` that lists the studies the storage does hold.
-
-    ``storage_label`` is how the storage is named in the message: a masked URL, never one with a password.
-    """
-    try:
-        return optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        names = sorted(frozen.study_name for frozen in storage.get_all_studies())
-        listing = ", ".join(repr(name) for name in names) or "none"
-        raise StorageError(
-            f"no study {study_name!r} in {storage_label}; studies there: {listing}. "
-            "Pass one of them with --study (names are case-sensitive)."
-        ) from None
 
 
 def metric_name(study_attrs: Mapping[str, Any]) -> str:
