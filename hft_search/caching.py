@@ -72,16 +72,21 @@ CODE_PACKAGES = ("hft_search", "torch", "transformers")
 """The packages whose code computes cache entries (tokenization, importance scores, teacher fine-tunes)."""
 
 
-@functools.lru_cache(maxsize=1)
-def code_versions() -> dict[str, str]:
-    """Installed versions of :data:`CODE_PACKAGES`, part of every cache key."""
+def installed_versions(packages: tuple[str, ...]) -> dict[str, str]:
+    """``{package: version}`` of the installed distributions ("not installed" for a missing one)."""
     versions = {}
-    for package in CODE_PACKAGES:
+    for package in packages:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = "not installed"
     return versions
+
+
+@functools.lru_cache(maxsize=1)
+def code_versions() -> dict[str, str]:
+    """Installed versions of :data:`CODE_PACKAGES`, part of every cache key."""
+    return installed_versions(CODE_PACKAGES)
 
 
 def folder_digest(path: str | Path) -> str:

@@ -21,14 +21,13 @@ import gc
 import platform
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.model_selection import StratifiedKFold
 
-from hft_search.caching import Cache, folder_digest
+from hft_search.caching import Cache, folder_digest, installed_versions
 from hft_search.data import LabelledData, TokenizedSplit, load_data, tokenize
 from hft_search.exceptions import DataError
 from hft_search.models import BaseModel, load_base, load_tokenizer, resolve_source
@@ -50,13 +49,8 @@ Fold = tuple[np.ndarray, np.ndarray]
 
 def package_versions() -> dict[str, str]:
     """Versions that determine results, recorded in every trial and export."""
-    versions = {"python": platform.python_version()}
-    for package in ("hft_search", "torch", "transformers", "optuna", "peft", "scikit-learn"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
+    packages = ("hft_search", "torch", "transformers", "optuna", "peft", "scikit-learn")
+    return {"python": platform.python_version(), **installed_versions(packages)}
 
 
 def make_folds(labels: np.ndarray, spec: StudySpec) -> list[Fold]:
