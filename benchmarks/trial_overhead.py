@@ -95,7 +95,7 @@ def measure(ctx: Context, sizes: Sizes, folder: Path, device: torch.device, rows
         "hft_search": ours, "bare": lambda: bare_trial(objective, training, device), "trainer": trainer}
     # One bare fold first: kernel selection and the allocator's pools are not charged to whoever runs first.
     first_train, first_valid = objective.folds[0]
-    bare_fine_tune(objective.base, objective.tokens.subset(first_train), objective.tokens.subset(first_valid),
+    bare_fine_tune(objective.cv.base, objective.cv.tokens.subset(first_train), objective.cv.tokens.subset(first_valid),
                    training, device)
     seconds: dict[str, list[float]] = {name: [] for name in contenders}
     scores: dict[str, list[float]] = {name: [] for name in contenders}
@@ -121,7 +121,7 @@ def measure(ctx: Context, sizes: Sizes, folder: Path, device: torch.device, rows
 def bare_trial(objective: CVObjective, training: TrainingConfig, device: torch.device) -> tuple[float, float]:
     """The trial's fold fine-tunes as a hand-written loop: seconds and mean fold accuracy."""
     start = time.perf_counter()
-    scores = [bare_fine_tune(objective.base, objective.tokens.subset(train), objective.tokens.subset(valid),
+    scores = [bare_fine_tune(objective.cv.base, objective.cv.tokens.subset(train), objective.cv.tokens.subset(valid),
                              training, device, seed=fold)
               for fold, (train, valid) in enumerate(objective.folds)]
     return time.perf_counter() - start, float(np.mean(scores))
@@ -143,7 +143,7 @@ class TrainerTrial:
         self.device = device
         self.folder = folder
         self.tokenizer = load_tokenizer(objective.spec.model.name, objective.spec.model.revision)
-        tokens = objective.tokens
+        tokens = objective.cv.tokens
         lengths = tokens.attention_mask.sum(dim=1).tolist()
         columns = {"input_ids": tokens.input_ids, "attention_mask": tokens.attention_mask}
         if tokens.token_type_ids is not None:
@@ -186,7 +186,7 @@ class TrainerTrial:
         from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, Trainer
         from transformers.utils import logging as hf_logging
 
-        base, learning_rate = self.objective.base, self.training.learning_rate
+        base, learning_rate = self.objective.cv.base, self.training.learning_rate
 
         def model_init() -> torch.nn.Module:
             return base.fresh(fold)
