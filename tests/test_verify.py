@@ -179,7 +179,7 @@ def test_an_early_stopped_export_trains_the_pinned_epochs_and_verifies_scores_th
     assert main(["train", str(best), "-o", str(root / "model")]) == 0
     assert f"trained {spec.fixed['training.epochs']} epoch(s) on" in capsys.readouterr().out
     meta = json.loads((root / "model" / "hft_search.json").read_text())
-    assert meta["training"]["epochs"] == spec.fixed["training.epochs"]
+    assert meta["training"]["epochs"] == spec.fixed["training.epochs"] and meta["training"]["schedule_epochs"] == 6
     verification = verify_spec(spec)  # at the searched 6 epochs with early stopping, not the pinned ones
     assert verification.agrees and [c.rerun for c in verification.checks] == spec.provenance["fold_scores"]
 

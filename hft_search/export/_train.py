@@ -248,7 +248,8 @@ def _metadata(inputs: _Inputs, fit: FineTuneResult, rows: dict[str, Any]) -> dic
         "provenance": mask_spec_dump({"provenance": spec.provenance})["provenance"],
         "config": inputs.config.flat(),
         "training": {"rows": len(inputs.train), "seed": spec.cv.seed, "device": str(inputs.device),
-                     "epochs": len(fit.history), "train_time_s": fit.train_time_s,
+                     "epochs": len(fit.history), "schedule_epochs": searched_epochs(spec),
+                     "train_time_s": fit.train_time_s,
                      "trainable_params": fit.trainable_params, "total_params": fit.total_params,
                      "trainable_fraction": fit.trainable_fraction, "data_fingerprint": inputs.data.fingerprint},
         "teacher": (teacher_setting(inputs.config, spec.cv.seed) if inputs.config.distill.enabled
