@@ -37,6 +37,7 @@ from hft_search.data import load_data
 from hft_search.export import export_spec, train_final
 from hft_search.models import load_base, load_config, num_layers_in_config
 from hft_search.objective import CVObjective
+from hft_search.pruning import late_prunes
 from hft_search.spec import StudySpec
 from hft_search.study import open_study
 from hft_search.workers import counted_trials, counts, optimize
@@ -156,6 +157,7 @@ class Bench:
         return {"study": study, "wall_s": time.perf_counter() - start, "fold_epochs": spent,
                 "best_cv": points[-1]["best_so_far"], "trials": len(points),
                 "pruned": sum(p["state"] == "PRUNED" for p in points),
+                "pruned_late": late_prunes(study, self.sizes.folds),
                 "majority_trials": anytime.majority_trials(study, float(np.bincount(labels).max() / len(labels))),
                 "curve": points}
 
@@ -198,7 +200,7 @@ def run(ctx: Context) -> dict[str, Any]:
     return {"sizes": sizes, "budget_unit": "fold-epochs", "methods": METHODS, "recommended_pruner": RECOMMENDED_PRUNER,
             "search_spaces": {m.space: search_space(m, bench.num_layers) for m in METHODS.values()},
             "runs": runs, "median": summary, "warm_start": warm, "figure": figure.name,
-            "separation": separation(runs), "targets": targets(runs)}
+            "separation": separation(runs), "targets": [*targets(runs), late_pruning(runs)]}
 
 
 def summarize(seeds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -237,6 +239,16 @@ def targets(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
               detail=f"with {sum(x['majority_trials'] for x in scaled)} of {sum(x['trials'] for x in scaled)}, "
               f"without {sum(x['majority_trials'] for x in fixed)} of {sum(x['trials'] for x in fixed)}"),
     ]
+
+
+def late_pruning(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Trials pruned after they had trained 80 % of their cost or more (``hft_search.pruning.late_prunes``), over
+    every method and seed: cost thrown away without a verdict. The pruner never prunes in a trial's final fold."""
+    late = {f"{name} seed {run['seed']}": run["pruned_late"] for name, seeds in runs.items() for run in seeds
+            if run["pruned_late"]}
+    return check("trials pruned after >= 80 % of their cost (all methods and seeds)",
+                 float(sum(len(trials) for trials in late.values())), 0.0,
+                 detail=", ".join(f"{where}: trials {trials}" for where, trials in late.items()) or "none")
 
 
 def warm_start(bench: Bench) -> dict[str, Any]:

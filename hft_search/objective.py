@@ -6,12 +6,15 @@ Flow of a trial (:meth:`CVObjective.__call__`):
    first and a group's knobs only when it is on, so the sampler never sees inactive knobs.
 2. :class:`~hft_search.cv.CrossValidator` fits the configuration fold by fold (same folds and seeds in every
    trial: common random numbers, so two trials differ by their configuration, not by their luck).
-3. Each fold score is reported with the fold index as the step; the pruner (Wilcoxon by default) may stop the
-   trial between folds. With a multi-fidelity pruner (``successive_halving``, ``hyperband``), the running CV
-   estimate is reported after every epoch instead (step = fold-epochs), so a hopeless configuration stops
-   after one epoch.
+3. The trial reports as the pruner needs (:mod:`hft_search.pruning`): with a multi-fidelity pruner
+   (``successive_halving``, the default, and ``hyperband``) the running CV estimate after every epoch, at dense
+   fold-epoch steps (a fold that ended early carries its score forward), so a hopeless configuration stops
+   after one epoch; with ``wilcoxon`` and ``median`` each fold's score, at step ``fold``. No trial is pruned
+   in its final fold, and a baseline trial never.
    The value is the mean fold score; provenance goes into the trial's user attributes
-   (see ``docs/user_attrs.md``).
+   (see ``docs/user_attrs.md``), the torch thread count included (``verify`` re-runs with it).
+4. A configuration the study already completed is not fine-tuned again (:func:`repeated_trial`): the trial
+   reuses that verdict and says ``repeat_of``. PRUNED and FAIL configurations are fitted again.
 
 The baseline trial (:mod:`hft_search.baseline`, enqueued as trial 0) runs the plain full fine-tune instead of
 a sampled configuration; every other trial records its ``lift`` over it once the baseline has completed.
@@ -20,8 +23,12 @@ Failures, and why they end as they do:
 
 * a NaN or infinite loss ends the trial **PRUNED**: it is a property of the configuration (say, a learning
   rate far too high), so the sampler should see the trial as bad and steer away from that region;
-* out-of-memory or any other exception in a fold ends it **FAIL**: a property of the machine or a bug, which
-  should not bias the sampler. In both cases ``fail_reason`` is recorded and the study goes on.
+* out-of-memory (``torch.OutOfMemoryError``, or :class:`~hft_search.exceptions.DeviceMemoryError` when the
+  configuration was refused before training for not fitting the device) or any other exception in a fold ends
+  it **FAIL**: a property of the machine or a bug, which should not bias the sampler. Out-of-memory is recorded
+  as ``failure_kind: "oom"``, which the worker's fail-fast rule does not count (a configuration too large for
+  the device says nothing about the next one); any other exception as ``"exception"``. In all cases
+  ``fail_reason`` is recorded and the study goes on.
 """
 
 from __future__ import annotations
@@ -40,13 +47,18 @@ from hft_search.baseline import BASELINE_ATTR, LIFT_ATTR, baseline_config, basel
 from hft_search.caching import Cache
 from hft_search.cv import CrossValidator, FoldResult, package_versions, release_memory, teacher_setting
 from hft_search.data import LabelledData
-from hft_search.exceptions import TrialFailure
+from hft_search.exceptions import DeviceMemoryError, TrialFailure
 from hft_search.models import BaseModel
+from hft_search.pruning import ReportSchedule
 from hft_search.spec import SWITCHABLE_GROUPS, CategoricalDist, FloatDist, HybridConfig, IntDist, StudySpec
 from hft_search.training import EpochCallback
 from hft_search.workers import FAILURE_KIND_ATTR
 
 logger = logging.getLogger(__name__)
+
+TORCH_THREADS_ATTR = "torch_threads"
+"""Trial user attribute: torch's intra-op thread count in the process that scored the trial. On the CPU the
+order of a matmul's sums follows it, so ``hft-search verify`` sets it before it re-runs the folds."""
 
 
 def suggest_value(trial: optuna.Trial, name: str, dist: FloatDist | IntDist | CategoricalDist) -> Any:
@@ -144,8 +156,7 @@ class CVObjective:
         self.versions = package_versions()
         self.progress = progress
         self.multi_objective = spec.study.objectives != "score"
-        self.per_epoch = spec.study.pruner in ("successive_halving", "hyperband")
-        self.max_epochs = spec.max_epochs()
+        self.schedule = ReportSchedule.for_spec(spec)
 
     @property
     def data(self) -> LabelledData:
@@ -158,6 +169,7 @@ class CVObjective:
     def _record(self, trial: optuna.Trial, config: HybridConfig, results: list[FoldResult]) -> None:
         attrs = trial_attributes(self.spec, config, results)
         attrs.update(device=str(self.cv.device), versions=self.versions, data_fingerprint=self.cv.data.fingerprint)
+        attrs[TORCH_THREADS_ATTR] = torch.get_num_threads()  # CPU results depend on it: verify re-runs with it
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         record_lift(trial, attrs["fold_scores"])
@@ -177,15 +189,11 @@ class CVObjective:
                 release_memory()
                 if math.isnan(result.score):
                     raise TrialFailure(f"fold {fold} produced a NaN score")
-                if not (self.multi_objective or self.per_epoch):
-                    trial.report(result.score, fold)
-                    if trial.should_prune():
-                        _fail(trial, f"pruned after fold {fold} ({self.spec.study.pruner})")
-                        raise optuna.TrialPruned(f"pruned after fold {fold}")
+                self._fold_reports(trial, fold, result, results)
         except TrialFailure as failure:
             _fail(trial, f"{failure.reason} (fold {len(results)})")
             raise optuna.TrialPruned(failure.reason) from None
-        except torch.OutOfMemoryError as error:
+        except (torch.OutOfMemoryError, DeviceMemoryError) as error:
             _fail(trial, f"out of memory in fold {len(results)}: {error_text(error)}", kind="oom")
             raise TrialFailure(f"out of memory in fold {len(results)}") from error
         except (optuna.TrialPruned, KeyboardInterrupt):
@@ -206,29 +214,50 @@ class CVObjective:
 
     def _epoch_reporter(self, trial: optuna.Trial, fold: int, done: list[FoldResult],
                         spent: list[int]) -> EpochCallback:
-        """Count the epochs trained (``spent``, the trial's cost in fold-epochs, pruned folds included) and,
-        with a multi-fidelity pruner, report after every epoch and let the pruner stop the fine-tune.
+        """Count the epochs trained (``spent``, the trial's cost in fold-epochs, pruned folds included) and, on a
+        fold-epoch schedule, report after every epoch and let the pruner stop the fine-tune.
 
         Step ``fold * max_epochs + epoch`` is the same fold and epoch in every trial (common random numbers);
         the value is the running CV estimate there: the mean of the finished folds' scores and the current
-        fold's best score so far.
+        fold's best score so far (see :mod:`hft_search.pruning`).
         """
         best = -math.inf if self.spec.study.direction == "maximize" else math.inf
         pick = max if self.spec.study.direction == "maximize" else min
-        reports = self.per_epoch and not self.multi_objective
 
         def report(epoch: int, score: float) -> None:
             nonlocal best
             spent[0] += 1
             best = pick(best, score)
-            if not reports or math.isnan(score):
+            if self.multi_objective or not self.schedule.per_epoch or not math.isfinite(best):
                 return
-            trial.report(float(np.mean([r.score for r in done] + [best])), fold * self.max_epochs + epoch)
-            if trial.should_prune():
-                _fail(trial, f"pruned at fold {fold} epoch {epoch} ({self.spec.study.pruner})")
-                raise optuna.TrialPruned(f"pruned at fold {fold} epoch {epoch}")
+            self._report(trial, self.schedule.step(fold, epoch), float(np.mean([r.score for r in done] + [best])),
+                         f"at fold {fold} epoch {epoch}")
 
         return report
+
+    def _fold_reports(self, trial: optuna.Trial, fold: int, result: FoldResult, done: list[FoldResult]) -> None:
+        """The reports due once a fold has ended (``done`` includes it).
+
+        On a fold-epoch schedule, the steps of the epochs the fold did not train (it stopped early, or the
+        trial trains fewer than ``max_epochs``): the fold's score is final, so the running estimate there is
+        the mean of the finished folds; every trial thereby reports at every step (dense steps). On a per-fold
+        schedule, the fold's score at step ``fold``.
+        """
+        if self.multi_objective:
+            return
+        if not self.schedule.per_epoch:
+            self._report(trial, self.schedule.step(fold), result.score, f"after fold {fold}")
+            return
+        estimate = float(np.mean([r.score for r in done]))
+        for epoch in range(result.epochs_run + 1, self.schedule.max_epochs + 1):
+            self._report(trial, self.schedule.step(fold, epoch), estimate,
+                         f"at fold {fold} epoch {epoch} (the fold ended after epoch {result.epochs_run})")
+
+    def _report(self, trial: optuna.Trial, step: int, value: float, where: str) -> None:
+        trial.report(value, step)
+        if trial.should_prune():
+            _fail(trial, f"pruned {where} ({self.spec.study.pruner})")
+            raise optuna.TrialPruned(f"pruned {where}")
 
     def _fold_range(self, trial: optuna.Trial) -> Any:
         folds = range(len(self.cv.folds))
@@ -261,46 +290,53 @@ def error_text(error: BaseException) -> str:
     return f"{text[:half]} ... {text[-half:]}"
 
 
-_VERDICTS = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+VERDICT_ATTRS = frozenset({
+    "metric", "fold_scores", "fold_best_epochs", "fold_epochs_run", "fold_times_s", "seeds", "config",
+    "score_mean", "score_std", "trainable_params", "total_params", "trainable_fraction", "student_params",
+    "importance_cut", "peak_memory_mb", "learning_rate_effective", "teacher", "teacher_scores", "device",
+    "versions", "data_fingerprint", TORCH_THREADS_ATTR, LIFT_ATTR,
+})
+"""The attributes of a COMPLETE trial that a repeat of its configuration copies: what the configuration scored
+and how (``docs/user_attrs.md``), everything ``status``, reports, ``export`` and ``verify`` read from a complete
+trial. Not the marks of how the earlier trial came about or ended (``baseline``, ``enqueued``, ``surplus``,
+``fail_reason``, ``failure_kind``, ``repeat_of``) nor its cost (``fold_epochs``: a repeat trains nothing)."""
 
 
 def repeated_trial(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
-    """The first trial of the study with ``trial``'s parameters that ended with a verdict, or None.
+    """The first COMPLETE trial of the study with ``trial``'s parameters, or None.
 
-    A verdict is COMPLETE, PRUNED, or FAIL with a ``fail_reason``; an interrupted trial (FAIL without one)
-    has none and may run again. Folds and seeds are the study's, so a configuration fine-tuned again would
-    only give the same score at the price of k fine-tunes.
+    Folds and seeds are the study's, so a configuration fine-tuned again would only give the same score at the
+    price of k fine-tunes. Only a COMPLETE verdict is reused: a PRUNED one depended on the trials it was
+    compared with at that moment (the pruner judges against the trials that had reached the same step), and a
+    FAIL on the machine (out of memory, a lost device) or on a bug since fixed, so those configurations are
+    fitted again.
     """
-    for other in trial.study.get_trials(deepcopy=False, states=_VERDICTS):
-        if other.number != trial.number and other.params == trial.params and (
-                other.state != optuna.trial.TrialState.FAIL or "fail_reason" in other.user_attrs):
+    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if other.number != trial.number and other.params == trial.params:
             return other
     return None
 
 
 def repeat_verdict(trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> float | tuple[float, ...]:
-    """End ``trial`` as ``earlier`` ended, without fine-tuning: its values, its pruning or its failure.
+    """End ``trial`` with the values of ``earlier`` (a COMPLETE trial of the same configuration), without
+    fine-tuning.
 
     The sampler learns that this point is known (Optuna's advice for repeated samples); the trial records
-    ``repeat_of`` and the earlier trial's attributes, so reports and ``export`` see a complete trial.
+    ``repeat_of``, ``fold_epochs`` 0, and :data:`VERDICT_ATTRS` of the earlier trial, so reports and ``export``
+    see a complete trial.
     """
     logger.info("trial %d repeats the configuration of trial %d: its verdict is reused, nothing is fine-tuned "
                 "(set study.allow_repeats to fine-tune repeats)", trial.number, earlier.number)
-    for key, value in earlier.user_attrs.items():
-        trial.set_user_attr(key, value)
+    for key in sorted(VERDICT_ATTRS & earlier.user_attrs.keys()):
+        trial.set_user_attr(key, earlier.user_attrs[key])
     trial.set_user_attr("repeat_of", earlier.number)
-    if earlier.state == optuna.trial.TrialState.COMPLETE:
-        return tuple(earlier.values) if len(earlier.values) > 1 else earlier.values[0]
-    if earlier.state == optuna.trial.TrialState.PRUNED:
-        raise optuna.TrialPruned(f"same configuration as trial {earlier.number}, which was pruned")
-    reason = f"same configuration as trial {earlier.number}: {earlier.user_attrs['fail_reason']}"
-    trial.set_user_attr("fail_reason", reason)
-    raise TrialFailure(reason)
+    trial.set_user_attr("fold_epochs", 0)
+    return tuple(earlier.values) if len(earlier.values) > 1 else earlier.values[0]
 
 
 def _fail(trial: optuna.Trial, reason: str, kind: str | None = None) -> None:
     """Record why a trial stops; ``kind`` ("oom" or "exception") for a FAIL trial, read by the worker loop's
-    fail-fast rule (``study.max_consecutive_failures``)."""
+    fail-fast rule (``study.max_consecutive_failures``: out-of-memory does not count towards it)."""
     logger.warning("trial %d: %s", trial.number, reason)
     trial.set_user_attr("fail_reason", reason)
     if kind is not None:

@@ -319,7 +319,7 @@ class StudyOptions(_Section):
     allow_repeats: bool = Field(
         False, description="fine-tune a configuration the study already scored when the sampler proposes it "
         "again (folds and seeds are the study's, so a repeat measures only run-to-run noise); "
-        "false: the trial reuses the earlier trial's verdict")
+        "false: the trial reuses the verdict of the earlier COMPLETE trial (PRUNED and FAILED ones are fitted again)")
     heartbeat_interval: int = Field(60, ge=1, description="seconds between worker heartbeats (RDB storages)")
     grace_period: int | None = Field(None, ge=1, description="seconds without heartbeat before a trial is retried")
     max_retries: int = Field(3, ge=0, description="times a trial of a dead worker is re-queued")

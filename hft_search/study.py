@@ -17,6 +17,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from hft_search.exceptions import StorageError
+from hft_search.pruning import ReportSchedule, guarded_pruner
 from hft_search.seeding import seed_study, wait_until_seeded
 from hft_search.spec import StudySpec, grid_values
 from hft_search.storage import (
@@ -69,27 +70,20 @@ def make_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.Ba
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    """The spec's pruner.
+    """The spec's pruner, under the rules of :mod:`hft_search.pruning` (never in a trial's final fold, never a
+    baseline trial, and not at a step until :data:`~hft_search.pruning.MIN_TRIALS_PER_RUNG` trials reached it).
 
-    Multi-fidelity (``successive_halving``, ``hyperband``) decide after every fold-epoch, the resource being
-    the fold-epochs a trial has trained (``fold * max_epochs + epoch``): a hopeless configuration stops after
-    its first epoch of fold 0, a promising one earns every fold. Successive halving (asynchronous, as in
-    ASHA) keeps the best third of the trials at 1, 3, 9 ... fold-epochs, all trials competing; Hyperband
-    runs several such schedules (brackets) side by side, which hedges against a too early first cut but
-    splits a small budget into brackets whose trials never compete. Wilcoxon compares a trial's fold scores
-    with the best trial's, fold by fold; median compares each fold score with the other trials' at that fold.
+    Multi-fidelity (``successive_halving``, ``hyperband``) decide after every fold-epoch, on dense steps
+    ``fold * max_epochs + epoch`` (:class:`~hft_search.pruning.ReportSchedule`): a hopeless configuration stops
+    after its first epoch of fold 0 once enough trials have been there, a promising one earns every fold.
+    Successive halving (asynchronous, as in ASHA) keeps the best third of the trials at 1, 3, 9 ... fold-epochs
+    before the final fold, all trials competing; Hyperband runs several such schedules (brackets) side by side,
+    which hedges against a too early first cut but splits a small budget into brackets whose trials never
+    compete.
+    Wilcoxon compares a trial's fold scores with the best trial's, fold by fold; median compares each fold
+    score with the other trials' at that fold.
     """
-    resource = spec.cv.folds * spec.max_epochs()
-    if spec.study.pruner == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3,
-                                                      min_early_stopping_rate=0)
-    if spec.study.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=resource, reduction_factor=3)
-    if spec.study.pruner == "wilcoxon":  # the spec guarantees it enough folds (spec.PRUNER_MIN_FOLDS)
-        return experimental(lambda: optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2))
-    if spec.study.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
-    return optuna.pruners.NopPruner()
+    return guarded_pruner(spec.study.pruner, ReportSchedule.for_spec(spec))
 
 
 def directions(spec: StudySpec) -> list[str]:

@@ -15,6 +15,7 @@ from hft_search import cv as cv_module
 from hft_search import spec_from_dict
 from hft_search.caching import Cache
 from hft_search.objective import CVObjective
+from hft_search.pruning import MIN_TRIALS_PER_RUNG
 from hft_search.study import open_study, run_study
 from hft_search.workers import optimize
 
@@ -46,23 +47,25 @@ def test_each_pruner_runs(tiny_spec_dict: dict, pruner: str) -> None:
 
 def test_wilcoxon_prunes_a_clearly_worse_trial_before_its_last_fold(tiny_spec_dict: dict) -> None:
     # The random tiny BERT needs ~60 steps before it starts to learn: 10 epochs of batch 8, no early stop.
-    spec = spec_with(tiny_spec_dict, cv={"folds": 5}, study={"pruner": "wilcoxon", "n_trials": 2},
+    # Four mediocre trials first, so that six trials have reached the fold where the test can reject.
+    spec = spec_with(tiny_spec_dict, cv={"folds": 5}, study={"pruner": "wilcoxon", "n_trials": 6},
                      fixed={"training.epochs": 10, "training.batch_size": 8, "training.patience": 10})
     study = open_study(spec)
+    study.optimize(_competitor(0.5, range(5)), n_trials=MIN_TRIALS_PER_RUNG - 2)
     study.enqueue_trial({"training.learning_rate": 3e-3, "freeze.layers": 0})
     study.enqueue_trial({"training.learning_rate": 1e-6, "freeze.layers": 2})  # far too slow to learn anything
-    optimize(study, CVObjective(spec), 2)
-    good, bad = study.trials
+    optimize(study, CVObjective(spec), MIN_TRIALS_PER_RUNG)
+    good, bad = study.trials[-2:]
     assert good.state == TrialState.COMPLETE
     assert bad.state == TrialState.PRUNED, (good.intermediate_values, bad.intermediate_values)
     assert len(bad.intermediate_values) < 5 and "pruned after fold" in bad.user_attrs["fail_reason"]
 
 
-def _competitor(value: float, steps: int) -> Callable[[optuna.Trial], float]:
-    """An objective whose running CV estimate is ``value`` at every fold-epoch, judged by the study's pruner."""
+def _competitor(value: float, steps: range) -> Callable[[optuna.Trial], float]:
+    """An objective whose running CV estimate is ``value`` at every step, judged by the study's pruner."""
 
     def objective(trial: optuna.Trial) -> float:
-        for step in range(1, steps + 1):
+        for step in steps:
             trial.report(value, step)
             trial.should_prune()  # records the rungs it reached, as a real trial's would be
         return value
@@ -74,12 +77,12 @@ def _competitor(value: float, steps: int) -> Callable[[optuna.Trial], float]:
 def test_successive_halving_stops_a_hopeless_trial_after_its_first_epoch_and_lets_a_good_one_finish(
         tiny_spec_dict: dict, competitor: float, pruned: bool) -> None:
     # Against trials that were far better at every fold-epoch, the trial stops after fold 0's first epoch;
-    # against far worse ones, it is the best at every rung (1, 3, 9 fold-epochs) and runs every fold.
-    spec = spec_with(tiny_spec_dict, cv={"folds": 2}, study={"pruner": "successive_halving", "n_trials": 4},
+    # against far worse ones, it is the best at every rung before the final fold (1, 3) and runs every fold.
+    spec = spec_with(tiny_spec_dict, cv={"folds": 2}, study={"pruner": "successive_halving", "n_trials": 6},
                      fixed={"training.epochs": 5, "training.batch_size": 16, "training.patience": 10})
     study = open_study(spec)
-    study.optimize(_competitor(competitor, 10), n_trials=3)
-    optimize(study, CVObjective(spec), 4)
+    study.optimize(_competitor(competitor, range(1, 11)), n_trials=MIN_TRIALS_PER_RUNG - 1)
+    optimize(study, CVObjective(spec), MIN_TRIALS_PER_RUNG)
     trial = study.trials[-1]
     if pruned:
         assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [1]
@@ -89,17 +92,6 @@ def test_successive_halving_stops_a_hopeless_trial_after_its_first_epoch_and_let
         assert trial.state == TrialState.COMPLETE and len(trial.user_attrs["fold_scores"]) == 2
         # every fold-epoch reported at step fold * 5 + epoch: the running CV estimate
         assert sorted(trial.intermediate_values) == list(range(1, 11))
-
-
-def test_hyperband_reports_every_fold_epoch_at_the_same_steps_in_every_trial(tiny_spec_dict: dict) -> None:
-    spec = spec_with(tiny_spec_dict, cv={"folds": 2}, study={"pruner": "hyperband", "n_trials": 1},
-                     fixed={"training.epochs": 2, "training.batch_size": 8, "training.patience": 10})
-    study = run_study(spec)
-    (trial,) = study.trials
-    assert trial.state == TrialState.COMPLETE
-    assert sorted(trial.intermediate_values) == [1, 2, 3, 4]
-    folds = trial.user_attrs["fold_scores"]
-    assert trial.intermediate_values[4] == pytest.approx(sum(folds) / 2)  # the last step is the CV estimate
 
 
 def test_conditional_knobs_absent_when_their_group_is_off(tiny_spec_dict: dict) -> None:

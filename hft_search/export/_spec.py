@@ -2,7 +2,9 @@
 
 Why every knob goes into ``fixed``: the trial's ``config`` user attribute is the full resolved configuration,
 defaults included (the teacher's ``distill.teacher_*`` knobs too). Pinning all of it means a later release that
-changes a default cannot silently change what ``hft-search train best.yaml`` fits.
+changes a default cannot silently change what ``hft-search train best.yaml`` fits. A knob the trial's release
+did not have is pinned to what that release did: ``training.max_lr_multiplier`` 1 for a trial scored before
+learning-rate scaling (it trained at the searched rate, not at up to 10 times it).
 
 Why ``training.epochs`` is pinned to the folds' median best epoch: each fold's score came from its best epoch's
 weights (early stopping restores them), while ``train`` has no validation split to stop on. Training the
@@ -92,6 +94,7 @@ def provenance(study: optuna.Study, trial: FrozenTrial, storage_url: str | None)
         "trainable_fraction": attrs.get("trainable_fraction"),
         "student_params": attrs.get("student_params"),
         "versions": attrs.get("versions"),
+        "torch_threads": attrs.get("torch_threads"),
         "data_fingerprint": attrs.get("data_fingerprint", study.user_attrs.get("data_fingerprint")),
         "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         **baseline_provenance(study, trial),
@@ -128,13 +131,16 @@ def export_spec(study: optuna.Study, trial_number: int | None = None, *,
                           "(hft-search run / worker) can be exported")
     raw = mask_spec_dump(json.loads(json.dumps(stored)))  # studies stored before masking hold the password
     fixed, origin = dict(config), provenance(study, trial, storage_url)
+    if "training.max_lr_multiplier" not in fixed:  # scored before learning-rate scaling: it trained at x1
+        fixed["training.max_lr_multiplier"] = 1.0
     best_epochs = trial.user_attrs.get("fold_best_epochs")
     if best_epochs:
         fixed["training.epochs"] = final_epochs(best_epochs)
         origin.update(cv_epochs=config["training.epochs"], final_epochs=fixed["training.epochs"],
                       epochs_note=(f"training.epochs is {fixed['training.epochs']}, the median best epoch of the "
                                    f"folds {best_epochs} (the search ran up to {config['training.epochs']} with "
-                                   "early stopping and scored each fold at its best epoch)"))
+                                   "early stopping and scored each fold at its best epoch; the final fit follows "
+                                   "that run's learning-rate schedule and stops there)"))
     raw.update(name=f"{study.study_name}-trial{trial.number}", search_space={}, fixed=fixed, provenance=origin)
     # One fixed configuration prunes nothing and seeds nothing: "none" also keeps a study stored with a pruner
     # its folds could not use exportable, and the search's enqueued and warm-start trials named searched knobs.

@@ -12,7 +12,9 @@ What the output folder holds (written atomically: built in a temporary sibling, 
 
 What is fitted is what the search scored: the configuration exported with every knob pinned, its teacher
 fitted with the same ``distill.teacher_*`` knobs as in the trials, and ``training.epochs`` pinned by ``export``
-to the folds' median best epoch (the folds' scores came from their best epoch's weights).
+to the folds' median best epoch (the folds' scores came from their best epoch's weights), trained on the
+learning-rate schedule of the searched epochs (:func:`fit_final`): on a fold's training part with the fold's
+seed, the final fit gives that fold's best-epoch weights bit for bit (CPU) when its best epoch is the median.
 
 Why the fold runs are shared: a fold ensemble and a tuned threshold both need the k fold models of the best
 configuration (:meth:`CrossValidator.fit_fold`, the very code path of the search). Asked together, they reuse the
@@ -62,15 +64,35 @@ METADATA_FILE = "hft_search.json"
 INT8_FOLDER = "int8"
 
 
+def searched_epochs(spec: StudySpec) -> int:
+    """The epochs the search ran each fold for: ``provenance.cv_epochs`` when ``export`` pinned the final
+    fit's epochs, else ``training.epochs``."""
+    epochs = (spec.provenance or {}).get("cv_epochs")
+    return int(epochs) if epochs is not None else config_of(spec).training.epochs
+
+
 def search_setting(spec: StudySpec) -> tuple[StudySpec, HybridConfig]:
     """The spec and configuration as the search cross-validated them: ``training.epochs`` back at the
-    searched value (``provenance.cv_epochs``) when ``export`` pinned the final fit's epochs."""
+    searched value (:func:`searched_epochs`)."""
     config = config_of(spec)
-    epochs = (spec.provenance or {}).get("cv_epochs")
-    if epochs is None or epochs == config.training.epochs:
+    epochs = searched_epochs(spec)
+    if epochs == config.training.epochs:
         return spec, config
-    fixed = {**spec.fixed, "training.epochs": int(epochs)}
+    fixed = {**spec.fixed, "training.epochs": epochs}
     return spec.model_copy(update={"fixed": fixed}), config_of(spec.model_copy(update={"fixed": fixed}))
+
+
+def fit_final(spec: StudySpec, base: BaseModel, train: TokenizedSplit, *, seed: int, device: torch.device,
+              teacher_logits: torch.Tensor | None = None, merge_lora: bool = False) -> FineTuneResult:
+    """The final fit of an exported spec on ``train`` (no validation): its configuration for the pinned
+    ``training.epochs``, on the learning-rate schedule of the searched run (:func:`searched_epochs`).
+
+    Why that schedule: each fold was scored at its best epoch of a run laid out for the searched epochs (warm-up
+    and linear decay over all of them). A run laid out for the pinned epochs alone would compress warm-up and
+    decay and train something nobody scored; this one is, step for step, a fold's run up to the pinned epoch.
+    """
+    return fine_tune(base, config_of(spec), train, None, metric=spec.cv.metric, seed=seed, device=device,
+                     teacher_logits=teacher_logits, merge_lora=merge_lora, schedule_epochs=searched_epochs(spec))
 
 
 def config_of(spec: StudySpec) -> HybridConfig:
@@ -124,16 +146,23 @@ def _prepare(spec: StudySpec) -> _Inputs:
                    test, resolve_device(spec.device))
 
 
+def final_teacher(spec: StudySpec, base: BaseModel, train: TokenizedSplit, *, labels: tuple[str, ...],
+                  device: torch.device) -> torch.nn.Module:
+    """The teacher ``train`` distils from: the checkpoint, or the full model fine-tuned on ``train`` as in the
+    trials (the same ``distill.teacher_*`` knobs and code; seed ``distill.teacher_seed``, else ``cv.seed``)."""
+    config = config_of(spec)
+    if not config.distill.teacher:
+        logger.info("fine-tuning the teacher on %d training rows", len(train))
+    return fit_teacher(base, config, train, labels=labels, metric=spec.cv.metric, seed=spec.cv.seed, device=device)
+
+
 def _teacher_logits(inputs: _Inputs) -> torch.Tensor | None:
-    """Teacher logits on all training rows: the checkpoint, or the teacher fine-tuned as in the trials (the
-    same ``distill.teacher_*`` knobs; seed ``distill.teacher_seed``, else the final fit's ``cv.seed``)."""
+    """Teacher logits on all training rows (:func:`final_teacher`); None when nothing is distilled."""
     distill = inputs.config.distill
     if not (distill.enabled and distill.alpha > 0):
         return None
-    if not distill.teacher:
-        logger.info("fine-tuning the teacher on all %d training rows", len(inputs.train))
-    model = fit_teacher(inputs.base, inputs.config, inputs.train, labels=inputs.data.label_names,
-                        metric=inputs.spec.cv.metric, seed=inputs.spec.cv.seed, device=inputs.device)
+    model = final_teacher(inputs.spec, inputs.base, inputs.train, labels=inputs.data.label_names,
+                          device=inputs.device)
     logits = predict_logits(model, inputs.train, device=inputs.device)
     del model
     gc.collect()
@@ -219,7 +248,8 @@ def _metadata(inputs: _Inputs, fit: FineTuneResult, rows: dict[str, Any]) -> dic
         "provenance": mask_spec_dump({"provenance": spec.provenance})["provenance"],
         "config": inputs.config.flat(),
         "training": {"rows": len(inputs.train), "seed": spec.cv.seed, "device": str(inputs.device),
-                     "epochs": len(fit.history), "train_time_s": fit.train_time_s,
+                     "epochs": len(fit.history), "schedule_epochs": searched_epochs(spec),
+                     "train_time_s": fit.train_time_s,
                      "trainable_params": fit.trainable_params, "total_params": fit.total_params,
                      "trainable_fraction": fit.trainable_fraction, "data_fingerprint": inputs.data.fingerprint},
         "teacher": (teacher_setting(inputs.config, spec.cv.seed) if inputs.config.distill.enabled
@@ -261,8 +291,8 @@ def train_final(spec: StudySpec, output: str | Path, *, quantize: Literal["int8"
     cut = tuned.value if tuned is not None else None
 
     logger.info("fitting the configuration on all %d training rows", len(inputs.train))
-    fit = fine_tune(inputs.base, inputs.config, inputs.train, None, metric=spec.cv.metric, seed=spec.cv.seed,
-                    device=inputs.device, teacher_logits=_teacher_logits(inputs), merge_lora=True)
+    fit = fit_final(spec, inputs.base, inputs.train, seed=spec.cv.seed, device=inputs.device,
+                    teacher_logits=_teacher_logits(inputs), merge_lora=True)
     test_probs = _probs(fit.model, inputs.test, inputs.device) if inputs.test is not None else None
     rows: dict[str, Any] = {
         "metrics": _evaluate(inputs, test_probs, cut),

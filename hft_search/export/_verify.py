@@ -7,14 +7,20 @@ very cross-validator the search used (:class:`~hft_search.cv.CrossValidator`), w
 (the tokenized data, teacher and importance scores are computed again), and prints the recorded score next
 to the re-run score.
 
-Agreement: on the CPU the fine-tunes are deterministic, so the scores must be **bit-identical**. On CUDA,
+Agreement: on the CPU the fine-tunes are deterministic for a given torch thread count (the order of a matmul's
+sums follows it), so verify runs with the count the trial recorded (``provenance.torch_threads``; a worker of
+``hft-search launch`` runs with its share of the cores) and the scores must be **bit-identical**. On CUDA,
 bf16 autocast and non-deterministic kernels (atomics in reductions) make small differences normal; there a
 fold agrees within :data:`CUDA_TOLERANCE` (absolute, in units of the metric).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+import torch
 
 from hft_search.caching import Cache
 from hft_search.cv import CrossValidator
@@ -46,6 +52,8 @@ class Verification:
     device: str
     tolerance: float
     checks: list[FoldCheck] = field(default_factory=list)
+    threads: int | None = None  # torch threads of the re-run
+    threads_recorded: bool = False  # whether that count is the one the trial recorded
 
     @property
     def agrees(self) -> bool:
@@ -59,6 +67,9 @@ class Verification:
             lines.append(f"{c.fold:>4}  {c.seed:>4}  {c.recorded:<19.6f} {c.rerun:<17.6f} {c.rerun - c.recorded:+.2e}"
                          f"   {c.best_epoch:>3}  {mark}")
         verdict = "agree" if self.agrees else "DO NOT agree"
+        if self.threads is not None:
+            lines.append(f"re-run with {self.threads} torch thread(s), " + (
+                "as recorded by the trial" if self.threads_recorded else "this process's (the trial recorded none)"))
         lines.append(f"{len(self.checks)} fold(s) on {self.device}: the re-run scores {verdict} with the recorded "
                      f"ones ({rule})")
         return "\n".join(lines)
@@ -93,12 +104,26 @@ def verify_spec(spec: StudySpec, folds: list[int] | None = None) -> Verification
         raise ExportError(f"the training data changed since the search (fingerprint {cv.data.fingerprint}, recorded "
                           f"{expected}); restore the data of the study to verify it")
     tolerance = CUDA_TOLERANCE if cv.device.type == "cuda" else 0.0
-    result = Verification(spec.cv.metric, str(cv.device), tolerance)
-    for fold in wanted:
-        if seeds is not None and seeds[fold] != cv.fold_seed(fold):
-            raise ExportError(f"fold {fold} was recorded with seed {seeds[fold]}, but cv.seed gives "
-                              f"{cv.fold_seed(fold)}; restore the spec's cv section")
-        fit = cv.fit_fold(fold, config)
-        result.checks.append(FoldCheck(fold, fit.seed, recorded[fold], float(fit.score), fit.best_epoch))
-        del fit
+    recorded_threads = (spec.provenance or {}).get("torch_threads")
+    result = Verification(spec.cv.metric, str(cv.device), tolerance, threads_recorded=recorded_threads is not None)
+    with _torch_threads(recorded_threads) as result.threads:
+        for fold in wanted:
+            if seeds is not None and seeds[fold] != cv.fold_seed(fold):
+                raise ExportError(f"fold {fold} was recorded with seed {seeds[fold]}, but cv.seed gives "
+                                  f"{cv.fold_seed(fold)}; restore the spec's cv section")
+            fit = cv.fit_fold(fold, config)
+            result.checks.append(FoldCheck(fold, fit.seed, recorded[fold], float(fit.score), fit.best_epoch))
+            del fit
     return result
+
+
+@contextmanager
+def _torch_threads(count: int | None) -> Iterator[int]:
+    """Run the block with ``count`` torch intra-op threads (None: as they are); the previous count is restored."""
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(int(count))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)

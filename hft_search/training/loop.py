@@ -287,6 +287,7 @@ def fine_tune(
     importance_scores: Mapping[str, torch.Tensor] | None = None,
     merge_lora: bool = False,
     on_epoch: EpochCallback | None = None,
+    schedule_epochs: int | None = None,
 ) -> FineTuneResult:
     """Fine-tune :func:`initial_model` under ``config`` on ``train``; score and early-stop on ``valid``.
 
@@ -294,6 +295,10 @@ def fine_tune(
     has ``alpha > 0``. ``importance_scores`` from :func:`compute_importance` on ``initial_model(base, config,
     seed)`` are computed here when not given. Without ``valid`` every epoch runs and the score is nan.
     ``on_epoch`` sees each epoch's validation score (see :data:`EpochCallback`).
+    ``schedule_epochs`` (default ``training.epochs``) is the length of the run the learning-rate schedule
+    (warm-up and linear decay) is laid out for; the fine-tune stops after ``training.epochs`` of them. The final
+    fit of an exported configuration passes the searched epochs here: its folds were scored at their best epoch
+    of a longer run, whose schedule it must follow to train what was scored.
     A non-finite loss raises :class:`~hft_search.exceptions.TrialFailure`; a configuration that cannot fit the
     device raises :class:`~hft_search.exceptions.DeviceMemoryError` before training; CUDA out-of-memory
     propagates.
@@ -301,6 +306,10 @@ def fine_tune(
     device = resolve_device(device)
     _check_inputs(base, config, train, metric, teacher_logits)
     training = config.training
+    schedule_epochs = training.epochs if schedule_epochs is None else schedule_epochs
+    if schedule_epochs < training.epochs:
+        raise ValueError(f"schedule_epochs ({schedule_epochs}) cannot be fewer than training.epochs "
+                         f"({training.epochs}): the schedule would reach 0 before the run ends")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with seeded(seed, device):
@@ -313,7 +322,7 @@ def fine_tune(
         if isinstance(setup.loss, DistillationLoss) and not setup.loss.needs_teacher:
             teacher_logits = None  # alpha = 0: the teacher term is off, its logits need no device copy
         checkpointing, frozen = _fit_device(setup, training, train, device)
-        total_steps = training.epochs * math.ceil(len(train) / training.batch_size)
+        total_steps = schedule_epochs * math.ceil(len(train) / training.batch_size)
         trainable, total = setup.trainable_count(), setup.total_count()
         # nothing trainable: build_optimizer raises the error that says so
         learning_rate = effective_learning_rate(training, trainable / total) if trainable else training.learning_rate
