@@ -157,7 +157,8 @@ class CVObjective:
 
     def _record(self, trial: optuna.Trial, config: HybridConfig, results: list[FoldResult]) -> None:
         attrs = trial_attributes(self.spec, config, results)
-        attrs.update(device=str(self.cv.device), versions=self.versions, data_fingerprint=self.cv.data.fingerprint)
+        attrs.update(device=str(self.cv.device), versions=self.versions, data_fingerprint=self.cv.data.fingerprint,
+                     pooling=self.cv.pooling)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         record_lift(trial, attrs["fold_scores"])

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
-from hft_search.cv import CrossValidator, fit_teacher, package_versions, teacher_setting
+from hft_search.cv import CrossValidator, TeacherOutputs, fit_teacher, package_versions, student_split, teacher_setting
 from hft_search.data import LabelledData, TokenizedSplit, load_data, tokenize
 from hft_search.exceptions import ExportError
 from hft_search.export._metrics import Threshold, check_tunable, classification_metrics, score, tune_threshold
@@ -102,6 +102,7 @@ class _Inputs:
     train: TokenizedSplit
     test: TokenizedSplit | None
     device: torch.device
+    transfer: TokenizedSplit | None  # data.unlabeled, tokenized
 
 
 @dataclass
@@ -114,30 +115,32 @@ class _FoldRuns:
 def _prepare(spec: StudySpec) -> _Inputs:
     config = config_of(spec)
     data = load_data(spec.data)
-    base = load_base(spec.model.name, data.label_names, spec.model.revision)
+    base = load_base(spec.model.name, data.label_names, spec.model.revision, spec.model.pooling)
     check_against_layers(spec, base.num_layers)
     tokenizer = classifier_tokenizer(AutoTokenizer.from_pretrained(
         resolve_source(spec.model.name), revision=spec.model.revision, model_max_length=spec.model.max_length),
         base.template.config)
     test = tokenize(data.test, tokenizer, spec.model.max_length) if data.test is not None else None
+    transfer = tokenize(data.unlabeled, tokenizer, spec.model.max_length) if data.unlabeled is not None else None
     return _Inputs(spec, config, data, base, tokenizer, tokenize(data.train, tokenizer, spec.model.max_length),
-                   test, resolve_device(spec.device))
+                   test, resolve_device(spec.device), transfer)
 
 
-def _teacher_logits(inputs: _Inputs) -> torch.Tensor | None:
-    """Teacher logits on all training rows: the checkpoint, or the teacher fine-tuned as in the trials (the
-    same ``distill.teacher_*`` knobs; seed ``distill.teacher_seed``, else the final fit's ``cv.seed``)."""
+def _teacher(inputs: _Inputs, student_train: TokenizedSplit) -> TeacherOutputs | None:
+    """The teacher's outputs on the student's rows (all training rows, then ``data.unlabeled``): the checkpoint,
+    or the teacher fine-tuned as in the trials (the same ``distill.teacher_*`` knobs; seed
+    ``distill.teacher_seed``, else the final fit's ``cv.seed``) on the labelled rows."""
     distill = inputs.config.distill
-    if not (distill.enabled and distill.alpha > 0):
+    if not (distill.enabled and (distill.alpha > 0 or distill.hidden_weight > 0)):
         return None
     if not distill.teacher:
         logger.info("fine-tuning the teacher on all %d training rows", len(inputs.train))
     model = fit_teacher(inputs.base, inputs.config, inputs.train, labels=inputs.data.label_names,
                         metric=inputs.spec.cv.metric, seed=inputs.spec.cv.seed, device=inputs.device)
-    logits = predict_logits(model, inputs.train, device=inputs.device)
+    outputs = TeacherOutputs.of(model, student_train, inputs.device).needed(inputs.config)
     del model
     gc.collect()
-    return logits
+    return outputs
 
 
 def _probs(model: torch.nn.Module, split: TokenizedSplit, device: torch.device) -> np.ndarray:
@@ -223,7 +226,7 @@ def _metadata(inputs: _Inputs, fit: FineTuneResult, rows: dict[str, Any]) -> dic
                      "trainable_params": fit.trainable_params, "total_params": fit.total_params,
                      "trainable_fraction": fit.trainable_fraction, "data_fingerprint": inputs.data.fingerprint},
         "teacher": (teacher_setting(inputs.config, spec.cv.seed) if inputs.config.distill.enabled
-                    and inputs.config.distill.alpha > 0 else None),
+                    and (inputs.config.distill.alpha > 0 or inputs.config.distill.hidden_weight > 0) else None),
         "versions": package_versions(),
         **rows,
     }
@@ -261,8 +264,11 @@ def train_final(spec: StudySpec, output: str | Path, *, quantize: Literal["int8"
     cut = tuned.value if tuned is not None else None
 
     logger.info("fitting the configuration on all %d training rows", len(inputs.train))
-    fit = fine_tune(inputs.base, inputs.config, inputs.train, None, metric=spec.cv.metric, seed=spec.cv.seed,
-                    device=inputs.device, teacher_logits=_teacher_logits(inputs), merge_lora=True)
+    student_train = student_split(inputs.train, inputs.transfer, inputs.config, inputs.tokenizer.pad_token_id)
+    teacher = _teacher(inputs, student_train)
+    fit = fine_tune(inputs.base, inputs.config, student_train, None, metric=spec.cv.metric, seed=spec.cv.seed,
+                    device=inputs.device, teacher_logits=None if teacher is None else teacher.logits,
+                    teacher_states=None if teacher is None else teacher.states, merge_lora=True)
     test_probs = _probs(fit.model, inputs.test, inputs.device) if inputs.test is not None else None
     rows: dict[str, Any] = {
         "metrics": _evaluate(inputs, test_probs, cut),
