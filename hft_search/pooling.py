@@ -122,7 +122,10 @@ def pooled_classes(family: str) -> tuple[type, type]:
     """(config class, model class) of the pooled subclass of ``family``'s classifier, registered with the Auto
     classes (so a saved folder loads without ``trust_remote_code`` in this process). Built on first use: building
     them imports the family's modelling code."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+        MODEL_MAPPING_NAMES,
+    )
 
     read, _ = READS.get(family, (None, ""))
     model_name = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.get(family)
@@ -138,6 +141,11 @@ def pooled_classes(family: str) -> tuple[type, type]:
     model_cls.register_for_auto_class("AutoModelForSequenceClassification")
     transformers.AutoConfig.register(PREFIX + family, config_cls, exist_ok=True)
     transformers.AutoModelForSequenceClassification.register(config_cls, model_cls, exist_ok=True)
+    backbone = MODEL_MAPPING_NAMES.get(family)  # decoders build their backbone with AutoModel.from_config
+    if backbone is not None and hasattr(transformers, backbone):
+        backbone_cls = type(f"HftPooled{_camel(family)}Model", (getattr(transformers, backbone),),
+                            {"config_class": config_cls, "__module__": __name__})
+        transformers.AutoModel.register(config_cls, backbone_cls, exist_ok=True)
     return config_cls, model_cls
 
 

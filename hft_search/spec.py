@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hft_search.exceptions import SpecError, SpecIssue
 
@@ -350,6 +350,14 @@ class StudyOptions(_Section):
     enqueue: list[dict[str, Any]] = Field(default_factory=list, description="configurations (dotted knob: value) "
                                           "tried first, after the baseline")
     warm_start: WarmStart | None = Field(None, description="enqueue the best configurations of an earlier study")
+    portfolio: Literal["literature"] | None = Field(
+        "literature", description="enqueue, after the baseline, the cited small-data recipes of "
+        "hft_search/portfolio.py that the search space can express (false or none: off)")
+
+    @field_validator("portfolio", mode="before")
+    @classmethod
+    def _portfolio_off(cls, value: Any) -> Any:
+        return None if value is False or value == "none" else value
     max_consecutive_failures: int = Field(
         3, ge=1, description="a worker stops (exit 1) after this many trials in a row fail from an exception "
         "(a bug, not out of memory)")

@@ -242,8 +242,11 @@ class _Trainer:
         self.teacher = teacher_logits.to(device, torch.float32) if teacher_logits is not None else None
         self.states: BlockStates | None = None
         self.teacher_states = None
-        if teacher_states is not None:  # only the teacher blocks the student's blocks are compared with
-            pairs = hidden_pairs(layers_of(setup.network).num_layers, teacher_states.shape[1])
+        pairs = [] if teacher_states is None else hidden_pairs(layers_of(setup.network).num_layers,
+                                                               teacher_states.shape[1])
+        if teacher_states is not None and not pairs:
+            logger.info("distill.hidden_weight: a 1-block student has no block below its top to compare")
+        if pairs:  # only the teacher blocks the student's blocks are compared with
             self.states = BlockStates(setup.network, [student for student, _ in pairs])
             self.teacher_states = teacher_states[:, [teacher for _, teacher in pairs]].to(device)
 
@@ -272,6 +275,7 @@ class _Trainer:
         hidden = None
         if self.states is not None:
             hidden = (self.states.stacked(), self.teacher_states[rows.to(self.device, non_blocking=True)])
+            self.states.mask = None
         loss = self.loss(logits.float(), labels, teacher, hidden)
         loss.backward()
         self.masks.zero_grads()

@@ -33,7 +33,8 @@ class BlockStates:
     """Forward hooks that keep the pooled output of the chosen blocks of ``model`` during each forward pass.
 
     Set :attr:`mask` to the batch's attention mask before the forward pass; :meth:`stacked` then returns
-    [batch, len(blocks), width]. :meth:`close` removes the hooks.
+    [batch, len(blocks), width]. Passes while :attr:`mask` is None are not collected. :meth:`close` removes the
+    hooks.
     """
 
     def __init__(self, model: nn.Module, blocks: Sequence[int], pooling: str | None = None) -> None:
@@ -46,6 +47,8 @@ class BlockStates:
 
     def _hook(self, index: int):  # noqa: ANN202 - a forward hook
         def keep(module: nn.Module, args: tuple, output: torch.Tensor | tuple) -> None:
+            if self.mask is None:  # a pass that is not collected (evaluation, a checkpointed recomputation)
+                return
             hidden = output[0] if isinstance(output, tuple) else output
             self.states[index] = pool_states(hidden, self.mask, self.pooling)
 
