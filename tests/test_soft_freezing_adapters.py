@@ -16,9 +16,10 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from hft_search import spec_from_dict
-from hft_search.data import TextSplit, tokenize
+from hft_search.data import TextSplit, TokenizedSplit, load_data, tokenize
 from hft_search.exceptions import ModelError, SpecError
 from hft_search.export._predict import load_model
+from hft_search.families import block_linear_names
 from hft_search.models import (
     BaseModel,
     checkpoint_pooling,
@@ -31,7 +32,7 @@ from hft_search.models import (
 )
 from hft_search.portfolio import LITERATURE
 from hft_search.seeding import ENQUEUED_ATTR, seed_study
-from hft_search.spec import HybridConfig
+from hft_search.spec import DataSpec, HybridConfig
 from hft_search.strategies import prepare, unwrap
 from hft_search.training import compute_importance, fine_tune, initial_model, predict_logits
 from hft_search.training.optim import build_optimizer, rate_scales
@@ -111,23 +112,33 @@ def test_reinit_restarts_the_top_blocks_and_the_pooler_seeded(tiny_base: BaseMod
     assert not torch.equal(kept[top], base_params[top])
 
 
+@pytest.fixture(scope="module", params=["bert", "gpt2"])
+def encoder_or_decoder(request: pytest.FixtureRequest, tiny_model_dir: Path, tiny_csv: Path,
+                       tmp_path_factory: pytest.TempPathFactory) -> tuple[BaseModel, TokenizedSplit, TokenizedSplit]:
+    """The tiny BERT or a tiny GPT-2 (Conv1D projections), with 64 training and 32 validation rows."""
+    folder = tiny_model_dir if request.param == "bert" else build_tiny_decoder(tmp_path_factory.mktemp("gpt2"),
+                                                                                "gpt2", num_layers=4)
+    rows = tokenize(load_data(DataSpec(train=str(tiny_csv))).train, load_tokenizer(str(folder)), 16)
+    return load_base(str(folder), LABELS), rows.subset(range(64)), rows.subset(range(64, 96))
+
+
 @pytest.mark.parametrize("variant", ["lora", "rslora", "dora"])
-def test_lora_variants_round_trip_through_save_and_predict(tiny_base: BaseModel, tiny_train: torch.Tensor,
-                                                           tiny_valid: torch.Tensor, tmp_path: Path,
+def test_lora_variants_round_trip_through_save_and_predict(encoder_or_decoder: tuple, tmp_path: Path,
                                                            variant: str) -> None:
+    base, train, valid = encoder_or_decoder
     config = flat({**FAST, "lora.enabled": True, "lora.variant": variant, "lora.targets": "all-linear",
                    "lora.r": 4, "lora.lr_ratio": 8.0})
-    adapted = fine_tune(tiny_base, config, tiny_train, None).model
-    linear = {n for n, _ in unwrap(adapted).named_modules() if n.endswith(".lora_A")}
-    assert {n.split(".")[-2] for n in linear} == {"query", "key", "value", "dense"}
+    adapted = fine_tune(base, config, train, None).model
+    adapted_modules = {n.split(".")[-2] for n, _ in unwrap(adapted).named_modules() if n.endswith(".lora_A")}
+    assert adapted_modules == set(block_linear_names(layers_of(base.template)))
     if variant == "dora":
         assert any("lora_magnitude_vector" in n for n, _ in adapted.named_parameters())
-    expected = predict_logits(adapted, tiny_valid, device="cpu")
+    expected = predict_logits(adapted, valid, device="cpu")
     merged = adapted.merge_and_unload()
     merged.save_pretrained(tmp_path)
     loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
     assert not [n for n, _ in loaded.named_parameters() if "lora" in n]
-    assert torch.allclose(predict_logits(loaded, tiny_valid, device="cpu"), expected, atol=1e-5)
+    assert torch.allclose(predict_logits(loaded, valid, device="cpu"), expected, atol=1e-5)
 
 
 def _save_with_metadata(model: torch.nn.Module, base_dir: Path, folder: Path) -> None:
@@ -251,7 +262,7 @@ def test_every_new_knob_end_to_end_recorded_and_pinned_by_export(family: str, ti
     from hft_search import run_study
     from hft_search.export import export_spec, train_final
 
-    model = tiny_model_dir if family == "bert" else build_tiny_decoder(tmp_path / "decoder", family)
+    model = tiny_model_dir if family == "bert" else build_tiny_decoder(tmp_path / "decoder", family, num_layers=4)
     unlabeled = tmp_path / "unlabeled.csv"
     unlabeled.write_text("text\nthe plot was quite superb\nit was a weak story\nreally sweet acting\n")
     raw = {**tiny_spec_dict, "model": {"name": str(model), "max_length": 16, "pooling": "mean"},
@@ -263,8 +274,8 @@ def test_every_new_knob_end_to_end_recorded_and_pinned_by_export(family: str, ti
                             "training.reinit_layers": {"categorical": [1]},
                             "lora.variant": {"categorical": ["dora"]}, "lora.lr_ratio": {"float": [2.0, 8.0]},
                             "lora.targets": {"categorical": ["all-linear"]}},
-           "fixed": {"training.epochs": 1, "training.batch_size": 16, "distill.student_layers": 2 if family ==
-                     "bert" else 1, "distill.teacher_epochs": 1, "freeze.layers": 1, "lora.r": 2},
+           "fixed": {"training.epochs": 1, "training.batch_size": 16, "distill.student_layers": 2,
+                     "distill.teacher_epochs": 1, "freeze.layers": 1, "lora.r": 2},
            "study": {**tiny_spec_dict["study"], "n_trials": 2}}
     spec = spec_from_dict(raw)
     study = run_study(spec)
@@ -279,8 +290,11 @@ def test_every_new_knob_end_to_end_recorded_and_pinned_by_export(family: str, ti
                  "training.reinit_layers", "lora.variant", "lora.lr_ratio", "lora.targets"):
         assert best.fixed[knob] == config[knob], knob
     assert best.model.pooling == "mean" and best.study.portfolio is None
-    trained = train_final(best, tmp_path / "model")
+    trained = train_final(best, tmp_path / "model", quantize="int8" if family == "bert" else None)
     saved = load_model(trained.path)
+    if family == "bert":  # int8 after the merge, as before: the pooled class and its code file travel along
+        assert (trained.path / "int8" / "pooling.py").is_file()
+        assert pooling_of(load_model(trained.path, int8=True).model) == "mean"
     assert pooling_of(saved.model) == "mean" and len(layers_of(saved.model).blocks) == config[
         "distill.student_layers"]
     probs = saved.predict_proba(["good film"])

@@ -1,4 +1,5 @@
-"""AdamW with exact element masks, parameter groups without decay, and the linear warm-up/decay schedule.
+"""AdamW with exact element masks, parameter groups without decay or at their own rate, and the linear
+warm-up/decay schedule.
 
 Parameter groups follow ``transformers.Trainer``: biases and normalisation weights get no weight decay.
 AdamW is ``fused=True`` where torch has a fused kernel for the device (as the Trainer does by default).
@@ -25,6 +26,11 @@ more. One shared learning-rate range then wastes half a search on rates that can
 configuration. So the searched ``training.learning_rate`` means "the full fine-tune's rate", and a configuration
 that trains a fraction f of the parameters runs at ``learning_rate · min(max_lr_multiplier, 1/f)``: ×1 for a
 full fine-tune, ×2.5 at 40 % trained, ×10 (the default cap) at 10 % or less.
+
+Rates per parameter (:func:`rate_scales`): layer-wise decay (``training.layer_lr_decay``) and LoRA+
+(``lora.lr_ratio``) multiply the peak rate per parameter, so the groups above are split by rate too; element-masked
+tensors of different rates then sit in different groups, and :meth:`ElementMasks.decay` decays each with its own
+group's current rate. The schedule multiplies every group's rate by the same factor.
 
 Restoring masked entries from a saved copy after each step would be exact too, but needs a copy of every
 masked tensor; the method above costs one boolean mask per tensor. Frozen tensors (``requires_grad=False``)
