@@ -270,7 +270,7 @@ class CrossValidator:
             release_memory()
             return {"logits": outputs.logits, "states": outputs.states, "score": float(score)}
 
-        entry = self.cache.get_or_compute("teacher_outputs", parts, compute)
+        entry = self.cache.get_or_compute("teacher_logits", parts, compute)  # logits and block states
         return TeacherOutputs(entry["logits"], entry["states"]), float(entry["score"])
 
 

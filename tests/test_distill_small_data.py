@@ -139,7 +139,7 @@ def test_the_transfer_set_never_holds_a_validation_or_test_row(tmp_path: Path, t
         assert not {tuple(r[m.bool()].tolist()) for r, m in zip(transfer.input_ids, transfer.attention_mask,
                                                                 strict=True)} & forbidden, fold
     result = cv.fit_fold(0, config)  # the fold's teacher labels its training rows and the transfer set
-    entry = next((tmp_path / "cache" / "teacher_outputs").rglob("*.pt"))
+    entry = next((tmp_path / "cache" / "teacher_logits").rglob("*.pt"))
     assert entry.is_file() and result.teacher_score is not None and 0 <= result.score <= 1
     teacher, _ = cv._teacher(0, config, cv.tokens.subset(cv.folds[0][0]), cv.tokens.subset(cv.folds[0][1]),
                              student_split(cv.tokens.subset(cv.folds[0][0]), cv.transfer, config, cv.pad_id))
