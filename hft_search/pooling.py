@@ -57,9 +57,10 @@ def pool_states(hidden: torch.Tensor, attention_mask: torch.Tensor | None, mode:
     if mode == "cls":
         return hidden[:, 0]
     mask = (torch.ones(hidden.shape[:2], device=hidden.device) if attention_mask is None
-            else attention_mask[:, :hidden.shape[1]].to(hidden.dtype))
-    if mode == "mean":
-        return (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1e-9)
+            else attention_mask[:, :hidden.shape[1]])
+    if mode == "mean":  # in float32: a bf16 count of tokens is inexact beyond 256
+        weights = mask.float().unsqueeze(-1)
+        return ((hidden.float() * weights).sum(1) / weights.sum(1).clamp(min=1e-9)).to(hidden.dtype)
     if mode == "last":
         last = (mask.sum(1).long() - 1).clamp(min=0)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]

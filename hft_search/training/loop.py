@@ -59,6 +59,8 @@ from hft_search.training.states import BlockStates
 logger = logging.getLogger(__name__)
 
 CHECK_EVERY = 32
+REINIT_SEED_OFFSET = 0x5EED_0000
+"""Added to the fit's seed for ``training.reinit_layers`` (see :func:`reinitialise_top`)."""
 """Steps between host reads of the loss (to stop on a non-finite one without syncing every step)."""
 
 
@@ -162,7 +164,8 @@ def reinit_count(config: HybridConfig, num_layers: int) -> int:
 
 def reinitialise_top(model: nn.Module, count: int, seed: int) -> None:
     """Re-initialise the top ``count`` blocks and the pretrained part of the head (BERT's pooler) with the
-    model's own initialiser, from ``seed`` (Zhang et al., 2021: "Revisiting few-sample BERT fine-tuning").
+    model's own initialiser, from ``seed`` (Zhang et al., 2021: "Revisiting few-sample BERT fine-tuning"), offset
+    so that the blocks do not repeat the random numbers the new head was drawn from (:meth:`BaseModel.fresh`).
 
     transformers 5 marks loaded tensors ``_is_hf_initialized`` and its initialisers skip those, so the marks of
     the re-initialised modules are cleared first.
@@ -171,7 +174,7 @@ def reinitialise_top(model: nn.Module, count: int, seed: int) -> None:
     fresh_head = {id(get_module(model, path)) for path in family_of(model).new_head}
     modules = [*list(layers.blocks)[-count:], *(m for m in layers.head if id(m) not in fresh_head)]
     state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
+    torch.manual_seed(seed + REINIT_SEED_OFFSET)
     try:
         for part in modules:
             for module in part.modules():
