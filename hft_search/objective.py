@@ -157,11 +157,11 @@ class CVObjective:
 
     def _record(self, trial: optuna.Trial, config: HybridConfig, results: list[FoldResult]) -> None:
         attrs = trial_attributes(self.spec, config, results)
-        attrs.update(device=str(self.cv.device), versions=self.versions, data_fingerprint=self.cv.data.fingerprint,
-                     pooling=self.cv.pooling)
+        attrs.update(device=str(self.cv.device), versions=self.versions, data_fingerprint=self.cv.data.fingerprint)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         record_lift(trial, attrs["fold_scores"])
+        trial.set_user_attr("pooling", self.cv.pooling)  # what the head read; export pins it as model.pooling
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         config = trial_config(trial, self.spec)
