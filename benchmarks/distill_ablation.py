@@ -14,7 +14,8 @@ trains the student longer than its teacher (``training.epochs`` > ``distill.teac
 the fold's validation score picks the epoch). The teacher (the full 6-block model, fine-tuned per fold) is the
 same in every row; its CV stands next to each row. Per row: the best student CV, the teacher CV, the gap, the
 trials that never left the majority class, wall time. Targets: the best student of the last row within 1 point
-of its teacher, and no student trial of that row at the majority class.
+of its teacher, no student trial of that row at the majority class, and a teacher at least 5 points above the
+majority class (a teacher that learnt nothing makes the first target empty).
 
 Why the student's rate is not scaled (``training.max_lr_multiplier``): the 3-block student trains every
 parameter it has, so its trainable fraction is 1 and the multiplier is 1 anyway.
@@ -57,8 +58,8 @@ class Sizes:
 SIZES = {
     "full": Sizes(rows=800, unlabeled_rows=1600, folds=3, max_length=48, epochs=5, teacher_epochs=3, batch_size=32,
                   trials=4),
-    "quick": Sizes(rows=200, unlabeled_rows=400, folds=3, max_length=32, epochs=3, teacher_epochs=2, batch_size=32,
-                   trials=2),
+    "quick": Sizes(rows=300, unlabeled_rows=600, folds=3, max_length=32, epochs=4, teacher_epochs=3, batch_size=16,
+                   trials=2),  # the teacher must learn (200 rows x 2 epochs of 32 left it at the majority class)
     "smoke": Sizes(rows=60, unlabeled_rows=30, folds=2, max_length=16, epochs=1, teacher_epochs=1, batch_size=16,
                    trials=1, student_layers=2),
 }
@@ -72,6 +73,7 @@ ROWS: dict[str, dict[str, Any]] = {
 SEARCH_SPACE = {"training.learning_rate": {"float": [5e-5, 5e-4], "log": True},
                 "distill.alpha": {"float": [0.2, 1.0]}, "distill.temperature": {"float": [1.0, 8.0]}}
 TEACHER_GAP = 0.01
+TEACHER_LEARNS = 0.05
 
 
 def unlabeled_file(ctx: Context, sizes: Sizes, folder: Path) -> Path:
@@ -142,4 +144,7 @@ def run(ctx: Context) -> dict[str, Any]:
                       detail=", ".join(f"{n} {r['gap']:+.4f}" for n, r in rows.items())),
                 check("student trials at the majority class, all knobs", float(last["majority_trials"]), 0.0,
                       detail=", ".join(f"{n} {r['majority_trials']}/{r['trials']}" for n, r in rows.items())),
+                check("teacher CV - majority-class share (the teacher learns, else the gap says nothing)",
+                      last["teacher_cv"] - last["majority_share"], TEACHER_LEARNS, at_most=False,
+                      detail=f"teacher {last['teacher_cv']:.4f}, majority {last['majority_share']:.4f}"),
             ]}
