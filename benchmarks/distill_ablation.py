@@ -2,7 +2,9 @@
 
 On SST-2 with the packaged MiniLM, one small search per row, each adding one knob to the row above:
 
-1. ``logits``      logits-only KD (Hinton et al. 2015), the student = the bottom 3 blocks;
+0. ``cls``         what the service did before issue 20: logits-only KD, the student = the bottom 3 blocks, and
+                   a head on the ``[CLS]`` state (``model.pooling: cls``), teacher included;
+1. ``logits``      the same with the pooling the checkpoint was trained for (mean, ``model.pooling`` left out);
 2. ``+hidden``     PKD's hidden-state loss (Sun et al. 2019), ``distill.hidden_weight`` 100, the middle of
                    their grid;
 3. ``+alternate``  the student starts from teacher blocks 0, 2, 5 (DistilBERT, Sanh et al. 2019);
@@ -64,12 +66,14 @@ SIZES = {
                    trials=1, student_layers=2),
 }
 ROWS: dict[str, dict[str, Any]] = {
+    "cls": {"distill.hidden_weight": 0.0, "distill.student_init": "bottom"},
     "logits": {"distill.hidden_weight": 0.0, "distill.student_init": "bottom"},
     "+hidden": {"distill.hidden_weight": 100.0, "distill.student_init": "bottom"},
     "+alternate": {"distill.hidden_weight": 100.0, "distill.student_init": "alternate"},
     "+unlabeled": {"distill.hidden_weight": 100.0, "distill.student_init": "alternate"},
 }
-"""Each row's fixed distillation knobs; ``+unlabeled`` also sets ``data.unlabeled``."""
+"""Each row's fixed distillation knobs; ``cls`` also reads the first token (before ``model.pooling``: the
+packaged MiniLM is mean-pooled), ``+unlabeled`` also sets ``data.unlabeled``."""
 SEARCH_SPACE = {"training.learning_rate": {"float": [5e-5, 5e-4], "log": True},
                 "distill.alpha": {"float": [0.2, 1.0]}, "distill.temperature": {"float": [1.0, 8.0]}}
 TEACHER_GAP = 0.01
@@ -98,6 +102,8 @@ def row_spec(ctx: Context, sizes: Sizes, folder: Path, name: str, unlabeled: Pat
                       folds=sizes.folds, fixed=fixed, search_space=SEARCH_SPACE,
                       study={"n_trials": sizes.trials, "sampler": "tpe", "seed": 0, "baseline": False,
                              "portfolio": None})
+    if name == "cls":
+        spec = spec.model_copy(update={"model": spec.model.model_copy(update={"pooling": "cls"})})
     if unlabeled is None:
         return spec
     return spec.model_copy(update={"data": spec.data.model_copy(update={"unlabeled": str(unlabeled)})})
@@ -105,7 +111,8 @@ def row_spec(ctx: Context, sizes: Sizes, folder: Path, name: str, unlabeled: Pat
 
 def run_row(spec: StudySpec, cache: Cache) -> dict[str, Any]:
     data = load_data(spec.data)
-    objective = CVObjective(spec, cache=cache, data=data, base=load_base(spec.model.name, data.label_names))
+    base = load_base(spec.model.name, data.label_names, pooling=spec.model.pooling)
+    objective = CVObjective(spec, cache=cache, data=data, base=base)
     study = open_study(spec)
     start = time.perf_counter()
     optimize(study, objective, spec.study.n_trials, max_retries=0)
