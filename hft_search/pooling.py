@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import transformers
 from torch import nn
 
 POOLINGS = ("cls", "mean", "last")
@@ -123,6 +122,7 @@ def pooled_classes(family: str) -> tuple[type, type]:
     """(config class, model class) of the pooled subclass of ``family``'s classifier, registered with the Auto
     classes (so a saved folder loads without ``trust_remote_code`` in this process). Built on first use: building
     them imports the family's modelling code."""
+    import transformers
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
         MODEL_MAPPING_NAMES,
