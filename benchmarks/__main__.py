@@ -87,6 +87,8 @@ SUITE: dict[str, str | Script] = {
     "scaling": "benchmarks.scaling",
     "search_quality": "benchmarks.search_quality",
     "decoder": "benchmarks.decoder",
+    "distill_ablation": "benchmarks.distill_ablation",
+    "setfit_arm": "benchmarks.setfit_arm",
     "engine": Script("benchmarks.engine", _engine_argv, _engine_targets),
     "storage": Script("benchmarks.storage", _storage_argv, _storage_targets),
     "threads": "benchmarks.threads",

@@ -24,7 +24,15 @@ from typing import Any
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
-from hft_search.spec import SWITCHABLE_GROUPS, CategoricalDist, Distribution, FloatDist, HybridConfig, StudySpec
+from hft_search.spec import (
+    SWITCHABLE_GROUPS,
+    CategoricalDist,
+    Distribution,
+    FloatDist,
+    HybridConfig,
+    StudySpec,
+    out_of_range,
+)
 
 BASELINE_ATTR = "baseline"
 """Trial user attribute (``True``) of the baseline trial."""
@@ -49,11 +57,16 @@ def midpoint(dist: Distribution) -> Any:
     return type(low)(middle) if not isinstance(dist, FloatDist) else float(middle)
 
 
+PLAIN_TRAINING = {"training.layer_lr_decay": 1.0, "training.reinit_layers": 0}
+"""Training knobs that are hybrid methods themselves (soft freezing): the baseline always runs them off."""
+
+
 def baseline_config(spec: StudySpec) -> HybridConfig:
     """The plain full fine-tune of a spec: every group off, the fixed training settings, and the midpoint of
-    each searched training knob (the learning rate above all)."""
+    each searched training knob (the learning rate above all); soft freezing (:data:`PLAIN_TRAINING`) off."""
     values: dict[str, Any] = {k: v for k, v in spec.fixed.items() if k.startswith("training.")}
     values.update({k: midpoint(d) for k, d in spec.search_space.items() if k.startswith("training.")})
+    values.update(PLAIN_TRAINING)
     values.update({f"{group}.enabled": False for group in SWITCHABLE_GROUPS})
     return HybridConfig.from_flat(values)
 
@@ -63,8 +76,8 @@ def baseline_params(spec: StudySpec) -> dict[str, Any]:
     midpoint. Knobs of a group the spec forces on cannot express "off" and are left out (the baseline trial
     then simply lacks them, which samplers handle as for any conditional knob)."""
     config = baseline_config(spec).flat()
-    return {name: config[name] for name in spec.search_space
-            if name.startswith("training.") or name.endswith(".enabled")}
+    return {name: config[name] for name, dist in spec.search_space.items()
+            if (name.startswith("training.") or name.endswith(".enabled")) and out_of_range(dist, config[name]) is None}
 
 
 def is_baseline(trial: FrozenTrial) -> bool:

@@ -11,13 +11,20 @@ What is fixed per study, so that every configuration sees the same conditions (c
 * the seed of fold *f*: ``cv.seed * 1000 + f`` (:meth:`CrossValidator.fold_seed`): the new head's initial
   weights, the batch order, dropout;
 * the cached inputs (content-addressed, shared by every process of the study): tokenized data, the teacher's
-  logits per fold (a teacher is fine-tuned once per fold and teacher setting, not once per configuration), and
-  importance scores per fold, score kind and student depth.
+  outputs per fold (a teacher is fine-tuned once per fold and teacher setting, not once per configuration), and
+  importance scores per fold, score kind and student shape.
+
+The teacher's outputs are its logits and its pooled block states (PKD's hidden-state term, see
+:mod:`hft_search.training.states` for what they cost) on the fold's training rows and on ``data.unlabeled``,
+the transfer set: the student of a fold trains on both, the unlabeled rows labelled by that fold's teacher only.
+The unlabeled set never holds a labelled training row or a test row (:func:`hft_search.data.load_data`), so no
+validation row of any fold and no test row reaches the student through it.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import platform
 import time
 from dataclasses import dataclass
@@ -29,8 +36,8 @@ from sklearn.model_selection import StratifiedKFold
 
 from hft_search.caching import Cache, folder_digest, installed_versions
 from hft_search.data import LabelledData, TokenizedSplit, load_data, tokenize
-from hft_search.exceptions import DataError
-from hft_search.models import BaseModel, load_base, load_tokenizer, resolve_source
+from hft_search.exceptions import DataError, SpecError, SpecIssue
+from hft_search.models import BaseModel, load_base, load_tokenizer, pooling_of, resolve_source
 from hft_search.spec import HybridConfig, StudySpec, check_against_layers
 from hft_search.training import (
     EpochCallback,
@@ -43,8 +50,11 @@ from hft_search.training import (
     resolve_device,
     teacher_config,
 )
+from hft_search.training.loop import reinit_count
+from hft_search.training.states import MAX_STATE_BYTES, predict_outputs
 
 Fold = tuple[np.ndarray, np.ndarray]
+logger = logging.getLogger(__name__)
 
 
 def package_versions() -> dict[str, str]:
@@ -92,6 +102,42 @@ def fit_teacher(base: BaseModel, config: HybridConfig, train: TokenizedSplit, *,
 
 
 @dataclass
+class TeacherOutputs:
+    """What a teacher hands its student: logits on every row the student trains on, and its pooled block
+    states there (None when they exceed :data:`~hft_search.training.states.MAX_STATE_BYTES`)."""
+
+    logits: torch.Tensor
+    states: torch.Tensor | None
+
+    @classmethod
+    def of(cls, model: torch.nn.Module, split: TokenizedSplit, device: torch.device) -> TeacherOutputs:
+        logits, states = predict_outputs(model, split, device=device)
+        if states.numel() * states.element_size() > MAX_STATE_BYTES:
+            logger.warning("the teacher's block states for %d rows take %.0f MB, more than the %.0f MB kept; "
+                           "distill.hidden_weight > 0 cannot run on them", len(split),
+                           states.numel() * states.element_size() / 1e6, MAX_STATE_BYTES / 1e6)
+            states = None
+        return cls(logits, states)
+
+    def needed(self, config: HybridConfig) -> TeacherOutputs:
+        """Check that the states are there when the configuration's hidden-state term needs them."""
+        if config.distill.hidden_weight > 0 and self.states is None:
+            raise SpecError([SpecIssue("distill.hidden_weight", "the teacher's block states of this many rows "
+                                       f"exceed the {MAX_STATE_BYTES / 1e6:.0f} MB bound; lower "
+                                       "data.max_unlabeled_samples or data.max_train_samples, or set 0")])
+        return self
+
+
+def student_split(train: TokenizedSplit, transfer: TokenizedSplit | None, config: HybridConfig,
+                  pad_id: int) -> TokenizedSplit:
+    """What a configuration's student trains on: the labelled rows, then the transfer set when it distils."""
+    if transfer is None or not (config.distill.enabled and (config.distill.alpha > 0
+                                                            or config.distill.hidden_weight > 0)):
+        return train
+    return train.concat(transfer, pad_id)
+
+
+@dataclass
 class FoldResult:
     """One configuration fitted on one fold. ``fit.model`` is the trained model: drop it when done."""
 
@@ -117,11 +163,17 @@ class CrossValidator:
         self.spec = spec
         self.cache = cache if cache is not None else Cache(None)
         self.data = data if data is not None else load_data(spec.data)
-        self.base = base if base is not None else load_base(spec.model.name, self.data.label_names, spec.model.revision)
+        self.base = base if base is not None else load_base(spec.model.name, self.data.label_names,
+                                                            spec.model.revision, spec.model.pooling)
         check_against_layers(spec, self.base.num_layers)
+        self.pooling = pooling_of(self.base.template)
+        if spec.model.pooling not in (None, self.pooling):
+            raise ValueError(f"model.pooling is {spec.model.pooling} but the base model given reads {self.pooling}; "
+                             "load it with load_base(..., pooling=spec.model.pooling)")
         self.device = resolve_device(spec.device)
         self.folds = make_folds(self.data.train.labels, spec)
         self.tokens = self._tokenized()
+        self.transfer = self._tokenized("unlabeled") if self.data.unlabeled is not None else None
 
     def fold_seed(self, fold: int) -> int:
         return self.spec.cv.seed * 1000 + fold
@@ -135,12 +187,15 @@ class CrossValidator:
         train, valid = self.tokens.subset(train_idx), self.tokens.subset(valid_idx)
         seed = self.fold_seed(fold)
         start = time.perf_counter()
-        teacher_logits, teacher_score = (None, None)
+        teacher, teacher_score = (None, None)
+        student_train = student_split(train, self.transfer, config, self.pad_id)
         if config.distill.enabled:
-            teacher_logits, teacher_score = self._teacher(fold, config, train, valid)
+            teacher, teacher_score = self._teacher(fold, config, train, valid, student_train)
         scores = self._importance(fold, config, train) if config.importance.enabled else None
-        fit = fine_tune(self.base, config, train, valid, metric=self.spec.cv.metric, seed=seed, device=self.device,
-                        teacher_logits=teacher_logits, importance_scores=scores, on_epoch=on_epoch)
+        fit = fine_tune(self.base, config, student_train, valid, metric=self.spec.cv.metric, seed=seed,
+                        device=self.device, teacher_logits=None if teacher is None else teacher.logits,
+                        teacher_states=None if teacher is None else teacher.needed(config).states,
+                        importance_scores=scores, on_epoch=on_epoch)
         return FoldResult(fold, seed, fit.score, fit.best_epoch, len(fit.history), time.perf_counter() - start,
                           teacher_score, fit)
 
@@ -150,12 +205,19 @@ class CrossValidator:
         return {"model": resolve_source(self.spec.model.name), "revision": self.spec.model.revision,
                 "max_length": self.spec.model.max_length, "data": self.data.fingerprint}
 
-    def _tokenized(self) -> TokenizedSplit:
+    @property
+    def pad_id(self) -> int:
+        return int(load_tokenizer(self.spec.model.name, self.spec.model.revision).pad_token_id)
+
+    def _tokenized(self, split: str = "train") -> TokenizedSplit:
+        rows = self.data.train if split == "train" else self.data.unlabeled
+
         def compute() -> dict[str, torch.Tensor]:
             tokenizer = load_tokenizer(self.spec.model.name, self.spec.model.revision)
-            return tokenize(self.data.train, tokenizer, self.spec.model.max_length).to_dict()
+            return tokenize(rows, tokenizer, self.spec.model.max_length).to_dict()
 
-        return TokenizedSplit.from_dict(self.cache.get_or_compute("tokenized", self._model_key(), compute))
+        parts = self._model_key() if split == "train" else {**self._model_key(), "split": split}
+        return TokenizedSplit.from_dict(self.cache.get_or_compute("tokenized", parts, compute))
 
     def _fold_key(self, fold: int) -> dict[str, Any]:
         return {**self._model_key(), "fold": fold, "folds": self.spec.cv.folds, "cv_seed": self.spec.cv.seed,
@@ -169,8 +231,13 @@ class CrossValidator:
         """Scores of the model that is trained: for a truncated student, the student (see ``initial_model``)."""
         imp, seed = config.importance, self.fold_seed(fold)
         parts = {**self._fold_key(fold), "score": imp.score, "batches": imp.batches,
-                 "batch_size": config.training.batch_size, "seed": seed,
+                 "batch_size": config.training.batch_size, "seed": seed, "pooling": self.pooling,
                  "student_layers": self._student_layers(config)}
+        if self._student_layers(config) < self.base.num_layers:
+            parts["student_init"] = config.distill.student_init
+        reinit = reinit_count(config, self._student_layers(config))
+        if reinit:
+            parts["reinit_layers"] = reinit
 
         def compute() -> dict[str, torch.Tensor]:
             model = initial_model(self.base, config, seed)
@@ -179,29 +246,32 @@ class CrossValidator:
 
         return self.cache.get_or_compute("importance", parts, compute)
 
-    def _teacher(self, fold: int, config: HybridConfig, train: TokenizedSplit,
-                 valid: TokenizedSplit) -> tuple[torch.Tensor, float]:
-        """Teacher logits on the fold's training rows and the teacher's validation score (cached per fold).
+    def _teacher(self, fold: int, config: HybridConfig, train: TokenizedSplit, valid: TokenizedSplit,
+                 student_train: TokenizedSplit) -> tuple[TeacherOutputs, float]:
+        """The teacher's outputs on the student's rows (the fold's training rows, then the transfer set) and
+        its validation score, cached per fold and teacher setting.
 
-        The teacher never sees the fold's validation part: it trains all its epochs on the training part
-        (no early stopping), and the validation part only scores it.
+        The teacher never sees the fold's validation part: it trains all its epochs on the labelled training
+        part (no early stopping), and the validation part only scores it.
         """
         seed = self.fold_seed(fold)
-        parts = {**self._fold_key(fold), "teacher": teacher_setting(config, seed)}
+        parts = {**self._fold_key(fold), "teacher": teacher_setting(config, seed), "outputs": 2,
+                 "pooling": self.pooling, "rows": len(student_train),
+                 "unlabeled": self.data.fingerprint if len(student_train) > len(train) else None}
 
         def compute() -> dict[str, Any]:
             model = fit_teacher(self.base, config, train, labels=self.data.label_names,
                                 metric=self.spec.cv.metric, seed=seed, device=self.device)
             model.eval()
-            logits = predict_logits(model, train, device=self.device)
+            outputs = TeacherOutputs.of(model, student_train, self.device)
             probs = torch.softmax(predict_logits(model, valid, device=self.device), dim=-1)
             score = compute_metric(self.spec.cv.metric, valid.labels.numpy(), probs.numpy())
             del model
             release_memory()
-            return {"logits": logits, "score": float(score)}
+            return {"logits": outputs.logits, "states": outputs.states, "score": float(score)}
 
-        entry = self.cache.get_or_compute("teacher_logits", parts, compute)
-        return entry["logits"], float(entry["score"])
+        entry = self.cache.get_or_compute("teacher_logits", parts, compute)  # logits and block states
+        return TeacherOutputs(entry["logits"], entry["states"]), float(entry["score"])
 
 
 def release_memory() -> None:

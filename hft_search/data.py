@@ -52,6 +52,10 @@ class TextSplit:
         return TextSplit([self.texts[i] for i in idx], self.labels[idx], pairs)
 
 
+UNLABELED = -100
+"""The label id of an unlabeled row (``data.unlabeled``): ``F.cross_entropy``'s ``ignore_index``."""
+
+
 @dataclass(frozen=True)
 class LabelledData:
     train: TextSplit
@@ -59,6 +63,7 @@ class LabelledData:
     label_names: tuple[str, ...]
     fingerprint: str
     source: str
+    unlabeled: TextSplit | None = None  # labels all UNLABELED; never a labelled training or a test row
 
     @property
     def num_labels(self) -> int:
@@ -98,6 +103,23 @@ class TokenizedSplit:
         for start in range(0, len(self), batch_size):
             idx = order[start:start + batch_size]
             yield idx, self.batch(idx)
+
+    def concat(self, other: TokenizedSplit, pad_id: int) -> TokenizedSplit:
+        """This split's rows, then ``other``'s, padded (on the right, with ``pad_id``) to the wider of the two."""
+        width = max(self.input_ids.shape[1], other.input_ids.shape[1])
+
+        def widen(tensor: torch.Tensor | None, value: int) -> torch.Tensor | None:
+            if tensor is None:
+                return None
+            return torch.nn.functional.pad(tensor, (0, width - tensor.shape[1]), value=value)
+
+        if (self.token_type_ids is None) != (other.token_type_ids is None):
+            raise ValueError("cannot concatenate splits tokenized with and without token type ids")
+        types = None if self.token_type_ids is None else torch.cat([widen(self.token_type_ids, 0),
+                                                                    widen(other.token_type_ids, 0)])
+        return TokenizedSplit(torch.cat([widen(self.input_ids, pad_id), widen(other.input_ids, pad_id)]),
+                              torch.cat([widen(self.attention_mask, 0), widen(other.attention_mask, 0)]),
+                              torch.cat([self.labels, other.labels]), types)
 
     def to_dict(self) -> dict[str, torch.Tensor]:
         out = {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "labels": self.labels}
@@ -304,10 +326,11 @@ def stratified_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(keep)
 
 
-def fingerprint(split: TextSplit, test: TextSplit | None, names: tuple[str, ...]) -> str:
+def fingerprint(split: TextSplit, test: TextSplit | None, names: tuple[str, ...],
+                unlabeled: TextSplit | None = None) -> str:
     """A hash of the rows used (texts, pairs, labels, label names), independent of where they came from."""
     digest = hashlib.sha256(json.dumps(names).encode())
-    for part in (split, test):
+    for part in (split, test, unlabeled):
         if part is None:
             continue
         digest.update(json.dumps([part.texts, part.pairs, part.labels.tolist()]).encode())
@@ -341,4 +364,38 @@ def load_data(spec: DataSpec) -> LabelledData:
                         "every class needs at least as many rows as cv.folds")
     logger.info("data %s: %d training rows, %s test rows, labels %s", source, len(train),
                 len(test) if test else "no", dict(zip(names, (counts[i] for i in range(len(names))), strict=True)))
-    return LabelledData(train, test, names, fingerprint(train, test, names), source)
+    unlabeled = _unlabeled(spec, train, test) if spec.unlabeled else None
+    return LabelledData(train, test, names, fingerprint(train, test, names, unlabeled), source, unlabeled)
+
+
+def _unlabeled(spec: DataSpec, train: TextSplit, test: TextSplit | None) -> TextSplit:
+    """The texts of ``data.unlabeled``, without any row equal to a labelled training row or a test row.
+
+    Why those are dropped: the teacher labels these rows for the student, so a validation row among them would
+    hand the student its fold's answers (through the teacher), and a test row would leak the held-out split.
+    Dropping every labelled row keeps the set the same for every fold (one cache entry), and a row of the fold's
+    own training part is labelled already.
+    """
+    column = spec.unlabeled_column or spec.text_column
+    table = read_table(spec.unlabeled, "data.unlabeled", [c for c in (column, spec.text_pair_column) if c])
+    for key, name in (("unlabeled_column", column), ("text_pair_column", spec.text_pair_column)):
+        if name and name not in table.column_names:
+            raise DataError(f"data.{key}: column {name!r} is not in {spec.unlabeled}; its columns are: "
+                            f"{', '.join(table.column_names)}")
+    texts = [("" if t is None else str(t)).strip() for t in table[column]]
+    pairs = ([("" if t is None else str(t)).strip() for t in table[spec.text_pair_column]]
+             if spec.text_pair_column else [None] * len(texts))
+    known = {(t, p) for part in (train, test) if part is not None
+             for t, p in zip(part.texts, part.pairs or [None] * len(part), strict=True)}
+    keep = [i for i, row in enumerate(zip(texts, pairs, strict=True)) if row[0] and row not in known]
+    dropped = len(texts) - len(keep)
+    if spec.max_unlabeled_samples is not None and len(keep) > spec.max_unlabeled_samples:
+        rng = np.random.default_rng(spec.seed)
+        keep = sorted(rng.choice(keep, spec.max_unlabeled_samples, replace=False).tolist())
+    if not keep:
+        raise DataError(f"data.unlabeled: {spec.unlabeled} has no row left once empty texts and rows equal to "
+                        "labelled training or test rows are dropped")
+    logger.info("data.unlabeled %s: %d rows used (%d empty or equal to a labelled or test row dropped)",
+                spec.unlabeled, len(keep), dropped)
+    return TextSplit([texts[i] for i in keep], np.full(len(keep), UNLABELED, dtype=np.int64),
+                     [pairs[i] for i in keep] if spec.text_pair_column else None)

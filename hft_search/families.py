@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from hft_search.exceptions import ModelError
+from hft_search.pooling import PREFIX as POOLED_PREFIX
 
 ATTENTION_AND_MLP = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """Projection names shared by the Llama-style decoders (Llama, Qwen2, Qwen3, Mistral)."""
@@ -75,8 +76,11 @@ def supported() -> str:
 
 
 def family_name(config: object) -> str:
-    """The registry key of a model config (its ``model_type``), or a :class:`ModelError` naming the supported."""
+    """The registry key of a model config (its ``model_type``; a pooled model's ``hft_pooled_<family>`` is its
+    family, see :mod:`hft_search.pooling`), or a :class:`ModelError` naming the supported."""
     model_type = getattr(config, "model_type", None)
+    if isinstance(model_type, str):
+        model_type = model_type.removeprefix(POOLED_PREFIX)
     if model_type not in FAMILIES:
         raise ModelError(f"architecture {model_type!r} is not supported; supported families: {supported()}. "
                          "Pick a model of one of these families.")
@@ -123,21 +127,33 @@ def layers_of(model: nn.Module) -> ModelLayers:
 
 
 def truncate(model: nn.Module, num_layers: int) -> nn.Module:
-    """Keep only the bottom ``num_layers`` blocks, in place; the config says so too.
+    """Keep only the bottom ``num_layers`` blocks, in place (:func:`select_blocks` of ``0 .. num_layers-1``)."""
+    return select_blocks(model, list(range(num_layers)))
+
+
+def select_blocks(model: nn.Module, indices: list[int]) -> nn.Module:
+    """Keep only the blocks at ``indices`` (ascending), in place; the config says so too.
 
     The result is a real smaller model: ``save_pretrained`` writes only the kept blocks and
     ``from_pretrained`` rebuilds the same architecture from its config. Per-layer config lists
-    (``layer_types`` of Qwen2/Qwen3/Mistral: full or sliding-window attention) are cut to match, or the
-    config would no longer validate when loaded.
+    (``layer_types`` of Qwen2/Qwen3/Mistral: full or sliding-window attention) keep the entries of the kept
+    blocks, or the config would no longer validate when loaded; attention modules are renumbered
+    (``layer_idx``), as a model built from that config numbers them.
     """
     layers = layers_of(model)
-    if not 1 <= num_layers <= layers.num_layers:
-        raise ModelError(f"cannot truncate a {layers.num_layers}-layer model to {num_layers} layers")
+    total = layers.num_layers
+    if not indices or sorted(set(indices)) != list(indices) or indices[0] < 0 or indices[-1] >= total:
+        raise ModelError(f"cannot keep blocks {indices} of a {total}-layer model")
     parent_path, attr = layers.family.blocks.rsplit(".", 1)
-    setattr(get_module(model, parent_path), attr, nn.ModuleList(list(layers.blocks)[:num_layers]))
-    setattr(model.config, layers.family.layers_config_key, num_layers)
+    kept = [layers.blocks[i] for i in indices]
+    for position, block in enumerate(kept):
+        for module in block.modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = position
+    setattr(get_module(model, parent_path), attr, nn.ModuleList(kept))
+    setattr(model.config, layers.family.layers_config_key, len(indices))
     if isinstance(getattr(model.config, "layer_types", None), list):
-        model.config.layer_types = model.config.layer_types[:num_layers]
+        model.config.layer_types = [model.config.layer_types[i] for i in indices]
     return model
 
 

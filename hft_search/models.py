@@ -17,6 +17,7 @@ re-initialised from the trial's seed (:meth:`BaseModel.fresh`).
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -36,8 +37,10 @@ from hft_search.families import (
     family_of,
     get_module,
     layers_of,
+    select_blocks,
     truncate,
 )
+from hft_search.pooling import READS, install, pooled_classes, register_saved
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +86,11 @@ def _from_pretrained(auto_class_name: str, name: str, revision: str | None):  # 
     """``transformers.<auto_class_name>.from_pretrained`` on the resolved source, hub errors made readable."""
     import transformers
 
+    source = resolve_source(name)
+    register_saved(source)
     try:
         return getattr(transformers, auto_class_name).from_pretrained(
-            resolve_source(name), revision=revision, trust_remote_code=False)
+            source, revision=revision, trust_remote_code=False)
     except (OSError, ValueError) as error:
         raise _hub_error(name, error) from None
 
@@ -203,12 +208,71 @@ class BaseModel:
         return model
 
 
+def checkpoint_pooling(name: str, config: object) -> str:
+    """The pooling a checkpoint was trained for, where its folder says so: a model saved by hft_search
+    (``config.hft_pooling``), then a sentence-transformers folder (``modules.json`` → its ``Pooling`` module's
+    ``config.json``: ``pooling_mode_cls_token``, ``_mean_tokens`` or ``_lasttoken``); else the architecture's own
+    (``cls`` for encoders, ``last`` for decoders). A hub name that is not on disk gets the architecture's own."""
+    saved = getattr(config, "hft_pooling", None)
+    if isinstance(saved, dict) and saved.get("mode") in ("cls", "mean", "last"):
+        return saved["mode"]
+    native = READS[family_name(config)][1]
+    folder = Path(resolve_source(name))
+    modules = folder / "modules.json"
+    if not modules.is_file():
+        return native
+    try:
+        entries = json.loads(modules.read_text(encoding="utf-8"))
+        pooling = next((e for e in entries if str(e.get("type", "")).endswith(".Pooling")), None)
+        settings = json.loads((folder / pooling["path"] / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        logger.warning("%s: unreadable sentence-transformers pooling config; using %s pooling", name, native)
+        return native
+    for key, mode in (("pooling_mode_mean_tokens", "mean"), ("pooling_mode_cls_token", "cls"),
+                      ("pooling_mode_lasttoken", "last")):
+        if settings.get(key):
+            return mode
+    logger.warning("%s: its sentence-transformers pooling (%s) is none of cls, mean, last; using %s", name,
+                   ", ".join(k for k, v in settings.items() if v is True) or "none", native)
+    return native
+
+
+def pooling_of(model: nn.Module) -> str:
+    """The pooling a (possibly peft-wrapped) classifier uses: its pooled setting, else its architecture's own."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    saved = getattr(base.config, "hft_pooling", None)
+    return saved["mode"] if isinstance(saved, dict) else READS[family_name(base.config)][1]
+
+
+def set_pooling(model: nn.Module, mode: str) -> nn.Module:
+    """Make ``model`` read ``mode`` pooling (in place; see :mod:`hft_search.pooling`). Its own pooling leaves
+    it a plain transformers model; another one makes it the family's pooled subclass, which adds no parameter."""
+    family = family_name(model.config)
+    read, native = READS[family]
+    if mode == pooling_of(model):
+        return model
+    if read is None:
+        raise ModelError(f"model.pooling: {FAMILIES[family].label} reads its first token inline, so only "
+                         f"{native} pooling is supported; use model.pooling: {native}")
+    config_cls, model_cls = pooled_classes(family)
+    model.config.__class__ = config_cls
+    model.config.hft_pooling = {"mode": mode, "read": read, "native": native}
+    model.__class__ = model_cls
+    reader = model.get_submodule(read)
+    if getattr(reader, "hft_pooling", None):
+        reader.hft_pooling["mode"] = mode
+    install(model)
+    return model
+
+
 @lru_cache(maxsize=2)
-def _load_template(name: str, num_labels: int, labels: tuple[str, ...], revision: str | None) -> nn.Module:
+def _load_template(name: str, num_labels: int, labels: tuple[str, ...], revision: str | None,
+                   pooling: str | None) -> nn.Module:
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     source = resolve_source(name)
+    register_saved(source)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "classifier newly initialised" report is expected here
     try:
@@ -231,20 +295,24 @@ def _load_template(name: str, num_labels: int, labels: tuple[str, ...], revision
         if model.config.pad_token_id is None:
             model.config.pad_token_id = load_tokenizer(name, revision).pad_token_id
         model.config.use_cache = False
+    set_pooling(model, pooling or checkpoint_pooling(name, model.config))
     logger.info("loaded base model %s from %s (%d parameters)", name, source,
                 sum(p.numel() for p in model.parameters()))
     return model
 
 
-def load_base(name: str, labels: tuple[str, ...], revision: str | None = None) -> BaseModel:
-    """The pretrained model with a classification head for ``labels``; weights are read once per process."""
-    return BaseModel(name, _load_template(name, len(labels), tuple(labels), revision), len(labels))
+def load_base(name: str, labels: tuple[str, ...], revision: str | None = None,
+              pooling: str | None = None) -> BaseModel:
+    """The pretrained model with a classification head for ``labels`` reading ``pooling`` (None: what the
+    checkpoint was trained for, :func:`checkpoint_pooling`); weights are read once per process."""
+    return BaseModel(name, _load_template(name, len(labels), tuple(labels), revision, pooling), len(labels))
 
 
 __all__ = [
     "BaseModel",
     "ModelInfo",
     "ModelLayers",
+    "checkpoint_pooling",
     "classifier_tokenizer",
     "family_of",
     "layers_of",
@@ -253,6 +321,9 @@ __all__ = [
     "load_tokenizer",
     "model_info",
     "num_layers_in_config",
+    "pooling_of",
     "resolve_source",
+    "select_blocks",
+    "set_pooling",
     "truncate",
 ]

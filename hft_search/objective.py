@@ -173,6 +173,7 @@ class CVObjective:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         record_lift(trial, attrs["fold_scores"])
+        trial.set_user_attr("pooling", self.cv.pooling)  # what the head read; export pins it as model.pooling
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         config = trial_config(trial, self.spec)

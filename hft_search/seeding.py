@@ -1,7 +1,8 @@
 """What a new study tries first: the baseline, the user's own configurations, and an earlier study's best.
 
 Order of the enqueued trials: the baseline full fine-tune (:mod:`hft_search.baseline`; trial 0 unless
-``study.baseline: false``), then ``study.enqueue`` in the spec's order, then the ``study.warm_start.top``
+``study.baseline: false``), then the literature portfolio (:mod:`hft_search.portfolio`), then ``study.enqueue``
+in the spec's order, then the ``study.warm_start.top``
 best COMPLETE trials of ``study.warm_start.study``. Enqueued trials are WAITING trials: any worker runs them
 before sampling anything new, and they count towards ``n_trials`` like every other trial.
 
@@ -27,6 +28,7 @@ from optuna.trial import TrialState
 
 from hft_search.baseline import BASELINE_ATTR, baseline_params, is_baseline
 from hft_search.exceptions import StorageError
+from hft_search.portfolio import portfolio_params
 from hft_search.spec import StudySpec, out_of_range
 from hft_search.storage import make_storage, mask_url
 
@@ -94,7 +96,8 @@ def seed_study(study: optuna.Study, spec: StudySpec, storage_url: str) -> int:
     elif spec.study.baseline:
         study.enqueue_trial(baseline_params(spec), user_attrs={BASELINE_ATTR: True})
         count += 1
-    seeds = [("user", dict(entry)) for entry in spec.study.enqueue]
+    seeds = portfolio_params(spec)
+    seeds += [("user", dict(entry)) for entry in spec.study.enqueue]
     seeds += warm_start_params(spec, storage_url)
     for source, params in seeds:
         if params:

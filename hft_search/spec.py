@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hft_search.exceptions import SpecError, SpecIssue
 
@@ -86,6 +86,12 @@ class DistillConfig(_Group):
     teacher_seed: int | None = Field(
         None, description="seed of the teacher fine-tune (None: the fit's own seed, per fold in the search)"
     )
+    hidden_weight: float = Field(
+        0.0, ge=0.0, description="β_h of PKD's hidden-state loss: MSE of the L2-normalised pooled states of student "
+        "block i and teacher block round(i·N_t/N_s), blocks below the top (0: off)")
+    student_init: Literal["bottom", "alternate"] = Field(
+        "bottom", description="student blocks from the bottom n blocks, or n blocks spread from the first to the "
+        "last (DistilBERT: 0,2,4,7,9,11 of 12)")
 
 
 class LoraConfig(_Group):
@@ -94,9 +100,13 @@ class LoraConfig(_Group):
     r: int = Field(8, ge=1, le=MAX_LORA_RANK, description="adapter rank (at most the model's hidden size)")
     alpha: float = Field(16.0, gt=0.0, description="adapter scaling numerator (scale = alpha / r)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the adapter input")
-    targets: list[str] | None = Field(
-        None, description="module names to adapt (None: the attention query/key/value projections of the architecture)"
-    )
+    targets: list[str] | Literal["all-linear"] | None = Field(
+        None, description="module names to adapt, or all-linear: every linear projection of a block (None: the "
+        "architecture's default)")
+    variant: Literal["lora", "rslora", "dora"] = Field(
+        "lora", description="plain LoRA, rsLoRA (scale alpha/sqrt(r)) or DoRA (magnitude and direction), through "
+        "peft's use_rslora / use_dora")
+    lr_ratio: float = Field(1.0, ge=1.0, description="LoRA+: the B matrices train at this times the rate of A (1: off)")
 
 
 class TrainingConfig(BaseModel):
@@ -116,6 +126,11 @@ class TrainingConfig(BaseModel):
         10.0, ge=1.0, description="scale the learning rate by min(this, 1 / trainable fraction): configurations "
         "that train few parameters get a larger rate (1: every configuration trains at learning_rate)"
     )
+    layer_lr_decay: float = Field(
+        1.0, gt=0.0, le=1.0, description="layer-wise rate decay: the block k below the top trains at decay^k of "
+        "the rate, the embeddings at decay^blocks; head and top block at the rate (1: off)")
+    reinit_layers: int = Field(0, ge=0, description="re-initialise the top n trainable blocks (and a pretrained "
+                               "pooler) before training, seeded")
     gradient_checkpointing: bool | Literal["auto"] = Field(
         "auto", description="recompute block activations in backward to save memory (auto: on for models of "
         "1e9 parameters or more, off below)")
@@ -266,6 +281,10 @@ class DataSpec(_Section):
     label_column: str = "label"
     max_train_samples: int | None = Field(None, ge=2, description="stratified, seeded subsample of the training rows")
     max_test_samples: int | None = Field(None, ge=1)
+    unlabeled: str | None = Field(None, description="local file of texts without labels: the distillation "
+                                  "teacher labels them for the student (rows equal to labelled or test rows dropped)")
+    unlabeled_column: str | None = Field(None, description="its text column (None: text_column)")
+    max_unlabeled_samples: int | None = Field(None, ge=1, description="seeded subsample of the unlabeled rows")
     seed: int = 0
 
     @model_validator(mode="after")
@@ -285,6 +304,9 @@ class ModelSpec(_Section):
     revision: str | None = None
     family: str | None = Field(None, description="architecture family (bert, gpt2, llama, qwen2, ...); inferred "
                                "from the model's config, which must match it when given")
+    pooling: Literal["cls", "mean", "last"] | None = Field(
+        None, description="token states the head reads (None: what the checkpoint was trained for: "
+        "sentence-transformers' pooling config, else cls for encoders and last for decoders)")
 
 
 class CVSpec(_Section):
@@ -328,6 +350,14 @@ class StudyOptions(_Section):
     enqueue: list[dict[str, Any]] = Field(default_factory=list, description="configurations (dotted knob: value) "
                                           "tried first, after the baseline")
     warm_start: WarmStart | None = Field(None, description="enqueue the best configurations of an earlier study")
+    portfolio: Literal["literature"] | None = Field(
+        "literature", description="enqueue, after the baseline, the cited small-data recipes of "
+        "hft_search/portfolio.py that the search space can express (false or none: off)")
+
+    @field_validator("portfolio", mode="before")
+    @classmethod
+    def _portfolio_off(cls, value: Any) -> Any:
+        return None if value is False or value == "none" else value
     max_consecutive_failures: int = Field(
         3, ge=1, description="a worker stops (exit 1) after this many trials in a row fail from an exception "
         "(a bug, not out of memory)")
@@ -565,6 +595,9 @@ def _contradictions(spec: StudySpec) -> list[SpecIssue]:
         issues.append(SpecIssue("freeze.layers", "is 0 in every trial, and with freeze on LoRA adapts the frozen "
                                 "blocks only: no adapter would be added; let freeze.layers be 1 or more, or "
                                 "switch freeze off (LoRA then adapts every block)"))
+    if spec.data.unlabeled is not None and on["distill"] is False:
+        issues.append(SpecIssue("data.unlabeled", "only the distillation student learns from unlabeled text (its "
+                                "teacher labels it); switch distill on or remove data.unlabeled"))
     issues += _missing_teacher(spec)
     return issues
 
@@ -621,7 +654,8 @@ def check_against_layers(spec: StudySpec, num_layers: int, *, max_positions: int
         block_modules: names of the modules inside one block; ``lora.targets`` must match one each.
     """
     issues = []
-    limits = {"freeze.layers": (num_layers, "blocks"), "distill.student_layers": (num_layers, "blocks")}
+    limits = {"freeze.layers": (num_layers, "blocks"), "distill.student_layers": (num_layers, "blocks"),
+              "training.reinit_layers": (num_layers, "blocks")}
     if hidden_size is not None:
         limits["lora.r"] = (hidden_size, "hidden size (a wider adapter is no low-rank update)")
     for name, (limit, what) in limits.items():
@@ -629,6 +663,12 @@ def check_against_layers(spec: StudySpec, num_layers: int, *, max_positions: int
         if bounds is not None and bounds[1] > limit:
             issues.append(SpecIssue(f"{_section(spec, name)}.{name}",
                                     f"{bounds[1]} exceeds the model's {limit} {what}"))
+    frozen, reinit = knob_range(spec, "freeze.layers"), knob_range(spec, "training.reinit_layers")
+    if spec.enabled_groups()["freeze"] is True and frozen and reinit and frozen[0] + reinit[0] > num_layers:
+        issues.append(SpecIssue(f"{_section(spec, 'training.reinit_layers')}.training.reinit_layers",
+                                f"{reinit[0]} re-initialised + {frozen[0]} frozen blocks exceed the model's "
+                                f"{num_layers} (frozen blocks are never re-initialised, so fewer would be); lower one "
+                                "of them"))
     if max_positions is not None and spec.model.max_length > max_positions:
         issues.append(SpecIssue("model.max_length", f"{spec.model.max_length} exceeds the {max_positions} "
                                 f"positions of model {spec.model.name!r}; use at most {max_positions}"))
@@ -646,7 +686,7 @@ def check_against_layers(spec: StudySpec, num_layers: int, *, max_positions: int
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     data = raw.get("data")
     if isinstance(data, dict):
-        for key in ("train", "test"):
+        for key in ("train", "test", "unlabeled"):
             value = data.get(key)
             if isinstance(value, str) and not Path(value).expanduser().is_absolute():
                 data[key] = str((base / value).resolve())

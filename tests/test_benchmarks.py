@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE_MODULES = ("memory", "trial_overhead", "caching", "scaling", "search_quality", "threads", "connections",
-                 "decoder")
+                 "decoder", "distill_ablation", "setfit_arm")
 """Benchmarks whose JSON the runner writes (``engine`` and ``storage`` write their own)."""
 MACHINE_KEYS = {"cpu_count": int, "torch_threads": int, "torch": str, "transformers": str, "optuna": str,
                 "peft": str, "device": str, "device_name": str}

@@ -26,6 +26,7 @@ from hft_search.exceptions import DataError, ExportError
 from hft_search.export._metrics import decide
 from hft_search.export._train import FORMAT_VERSION, INT8_FOLDER, METADATA_FILE
 from hft_search.files import check_output, write_text_atomic
+from hft_search.pooling import register_saved
 from hft_search.training import predict_logits, resolve_device
 
 OUTPUT_SUFFIXES = (".csv", ".tsv", ".jsonl")
@@ -78,6 +79,7 @@ def load_model(path: str | Path, *, int8: bool = False, device: str = "auto") ->
     folder = path / INT8_FOLDER if int8 else path
     if int8 and not folder.is_dir():
         raise ExportError(f"{path} has no int8 model; train it with --quantize int8")
+    register_saved(folder)  # its pooling's classes come from this package, never from the folder's code copy
     model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=False).eval()
     return SavedModel(path, model, AutoTokenizer.from_pretrained(folder, trust_remote_code=False), metadata,
                       torch.device("cpu") if int8 else resolve_device(device))

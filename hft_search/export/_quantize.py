@@ -33,6 +33,7 @@ from torch import nn
 
 from hft_search.data import TokenizedSplit
 from hft_search.exceptions import ExportError
+from hft_search.pooling import register_saved
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def quantize_folder(model_dir: Path, out_dir: Path, scheme: str) -> nn.Module:
     from transformers import AutoModelForSequenceClassification, TorchAoConfig
 
     config = TorchAoConfig(_torchao_config(scheme))
+    register_saved(model_dir)  # a model with its own pooling (hft_search.pooling) loads as the same class
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, quantization_config=config,
                                                                device_map="cpu")
     model.save_pretrained(out_dir)

@@ -142,9 +142,12 @@ def export_spec(study: optuna.Study, trial_number: int | None = None, *,
                                    "early stopping and scored each fold at its best epoch; the final fit follows "
                                    "that run's learning-rate schedule and stops there)"))
     raw.update(name=f"{study.study_name}-trial{trial.number}", search_space={}, fixed=fixed, provenance=origin)
+    if trial.user_attrs.get("pooling"):  # the pooling the trial read, not a default that a release may change
+        raw["model"] = {**raw.get("model", {}), "pooling": trial.user_attrs["pooling"]}
     # One fixed configuration prunes nothing and seeds nothing: "none" also keeps a study stored with a pruner
     # its folds could not use exportable, and the search's enqueued and warm-start trials named searched knobs.
-    raw["study"] = {**raw.get("study", {}), "n_trials": 1, "pruner": "none", "enqueue": [], "warm_start": None}
+    raw["study"] = {**raw.get("study", {}), "n_trials": 1, "pruner": "none", "enqueue": [], "warm_start": None,
+                    "portfolio": None}
     return spec_from_dict(raw, source=f"trial {trial.number} of study {study.study_name!r}")
 
 

@@ -36,7 +36,14 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
-from hft_search.cv import CrossValidator, fit_teacher, package_versions, teacher_setting
+from hft_search.cv import (
+    CrossValidator,
+    TeacherOutputs,
+    fit_teacher,
+    package_versions,
+    student_split,
+    teacher_setting,
+)
 from hft_search.data import LabelledData, TokenizedSplit, load_data, tokenize
 from hft_search.exceptions import ExportError
 from hft_search.export._metrics import Threshold, check_tunable, classification_metrics, score, tune_threshold
@@ -83,7 +90,8 @@ def search_setting(spec: StudySpec) -> tuple[StudySpec, HybridConfig]:
 
 
 def fit_final(spec: StudySpec, base: BaseModel, train: TokenizedSplit, *, seed: int, device: torch.device,
-              teacher_logits: torch.Tensor | None = None, merge_lora: bool = False) -> FineTuneResult:
+              teacher_logits: torch.Tensor | None = None, teacher_states: torch.Tensor | None = None,
+              merge_lora: bool = False) -> FineTuneResult:
     """The final fit of an exported spec on ``train`` (no validation): its configuration for the pinned
     ``training.epochs``, on the learning-rate schedule of the searched run (:func:`searched_epochs`).
 
@@ -92,7 +100,8 @@ def fit_final(spec: StudySpec, base: BaseModel, train: TokenizedSplit, *, seed: 
     decay and train something nobody scored; this one is, step for step, a fold's run up to the pinned epoch.
     """
     return fine_tune(base, config_of(spec), train, None, metric=spec.cv.metric, seed=seed, device=device,
-                     teacher_logits=teacher_logits, merge_lora=merge_lora, schedule_epochs=searched_epochs(spec))
+                     teacher_logits=teacher_logits, teacher_states=teacher_states, merge_lora=merge_lora,
+                     schedule_epochs=searched_epochs(spec))
 
 
 def config_of(spec: StudySpec) -> HybridConfig:
@@ -124,6 +133,7 @@ class _Inputs:
     train: TokenizedSplit
     test: TokenizedSplit | None
     device: torch.device
+    transfer: TokenizedSplit | None  # data.unlabeled, tokenized
 
 
 @dataclass
@@ -136,14 +146,15 @@ class _FoldRuns:
 def _prepare(spec: StudySpec) -> _Inputs:
     config = config_of(spec)
     data = load_data(spec.data)
-    base = load_base(spec.model.name, data.label_names, spec.model.revision)
+    base = load_base(spec.model.name, data.label_names, spec.model.revision, spec.model.pooling)
     check_against_layers(spec, base.num_layers)
     tokenizer = classifier_tokenizer(AutoTokenizer.from_pretrained(
         resolve_source(spec.model.name), revision=spec.model.revision, model_max_length=spec.model.max_length),
         base.template.config)
     test = tokenize(data.test, tokenizer, spec.model.max_length) if data.test is not None else None
+    transfer = tokenize(data.unlabeled, tokenizer, spec.model.max_length) if data.unlabeled is not None else None
     return _Inputs(spec, config, data, base, tokenizer, tokenize(data.train, tokenizer, spec.model.max_length),
-                   test, resolve_device(spec.device))
+                   test, resolve_device(spec.device), transfer)
 
 
 def final_teacher(spec: StudySpec, base: BaseModel, train: TokenizedSplit, *, labels: tuple[str, ...],
@@ -156,17 +167,18 @@ def final_teacher(spec: StudySpec, base: BaseModel, train: TokenizedSplit, *, la
     return fit_teacher(base, config, train, labels=labels, metric=spec.cv.metric, seed=spec.cv.seed, device=device)
 
 
-def _teacher_logits(inputs: _Inputs) -> torch.Tensor | None:
-    """Teacher logits on all training rows (:func:`final_teacher`); None when nothing is distilled."""
+def _teacher(inputs: _Inputs, student_train: TokenizedSplit) -> TeacherOutputs | None:
+    """The teacher's outputs (:func:`final_teacher`, fitted on the labelled rows) on the student's rows: all
+    training rows, then ``data.unlabeled``; None when nothing is distilled."""
     distill = inputs.config.distill
-    if not (distill.enabled and distill.alpha > 0):
+    if not (distill.enabled and (distill.alpha > 0 or distill.hidden_weight > 0)):
         return None
     model = final_teacher(inputs.spec, inputs.base, inputs.train, labels=inputs.data.label_names,
                           device=inputs.device)
-    logits = predict_logits(model, inputs.train, device=inputs.device)
+    outputs = TeacherOutputs.of(model, student_train, inputs.device).needed(inputs.config)
     del model
     gc.collect()
-    return logits
+    return outputs
 
 
 def _probs(model: torch.nn.Module, split: TokenizedSplit, device: torch.device) -> np.ndarray:
@@ -253,7 +265,7 @@ def _metadata(inputs: _Inputs, fit: FineTuneResult, rows: dict[str, Any]) -> dic
                      "trainable_params": fit.trainable_params, "total_params": fit.total_params,
                      "trainable_fraction": fit.trainable_fraction, "data_fingerprint": inputs.data.fingerprint},
         "teacher": (teacher_setting(inputs.config, spec.cv.seed) if inputs.config.distill.enabled
-                    and inputs.config.distill.alpha > 0 else None),
+                    and (inputs.config.distill.alpha > 0 or inputs.config.distill.hidden_weight > 0) else None),
         "versions": package_versions(),
         **rows,
     }
@@ -291,8 +303,11 @@ def train_final(spec: StudySpec, output: str | Path, *, quantize: Literal["int8"
     cut = tuned.value if tuned is not None else None
 
     logger.info("fitting the configuration on all %d training rows", len(inputs.train))
-    fit = fit_final(spec, inputs.base, inputs.train, seed=spec.cv.seed, device=inputs.device,
-                    teacher_logits=_teacher_logits(inputs), merge_lora=True)
+    student_train = student_split(inputs.train, inputs.transfer, inputs.config, inputs.tokenizer.pad_token_id)
+    teacher = _teacher(inputs, student_train)
+    fit = fit_final(spec, inputs.base, student_train, seed=spec.cv.seed, device=inputs.device,
+                    teacher_logits=None if teacher is None else teacher.logits,
+                    teacher_states=None if teacher is None else teacher.states, merge_lora=True)
     test_probs = _probs(fit.model, inputs.test, inputs.device) if inputs.test is not None else None
     rows: dict[str, Any] = {
         "metrics": _evaluate(inputs, test_probs, cut),

@@ -22,12 +22,13 @@ from torch import nn
 
 from hft_search.spec import HybridConfig
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
-"""``loss(student_logits, labels, teacher_logits_or_None) -> scalar``."""
+LossFn = Callable[..., torch.Tensor]
+"""``loss(student_logits, labels, teacher_logits_or_None, hidden_or_None) -> scalar``; ``hidden`` is the pair of
+pooled block states of the distillation's hidden-state term (see ``strategies.distillation``)."""
 
 
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
-                  teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None = None,
+                  hidden: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The plain classification loss; ignores teacher logits (used when distillation is off)."""
     return F.cross_entropy(logits, labels)
 

@@ -13,7 +13,12 @@ heuristics and works for every family in :mod:`hft_search.families`. ``lora.targ
 inside a block (``query``, ``output.dense``, ``q_proj``, ...); the default is the family's
 :attr:`~hft_search.families.Family.lora_targets`: the attention query/key/value projections of an encoder, every
 attention and MLP projection of a decoder LLM (``q_proj`` ... ``down_proj``; ``c_attn``, ``c_proj``, ``c_fc``
-for GPT-2), as LoRA is usually run on them.
+for GPT-2), as LoRA is usually run on them; ``all-linear`` names every linear projection of a block (peft's
+``all-linear`` without the head, which trains in full here).
+
+Variants are peft's own options: ``rslora`` (``use_rslora``: scale alpha/√r instead of alpha/r, Kalajdzievski
+2023), ``dora`` (``use_dora``: weight-decomposed LoRA, Liu et al. 2024). ``lora.lr_ratio`` (LoRA+, Hayou et al.
+2024) is a learning rate of the optimizer, see ``training.optim``. Every variant merges into plain weights.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ def _frozen(module: nn.Module) -> bool:
 
 
 class LoraStrategy(Strategy):
-    """Adds peft LoRA adapters (``lora.r``, ``lora.alpha``, ``lora.dropout``, ``lora.targets``)."""
+    """Adds peft LoRA adapters (``lora.r``, ``lora.alpha``, ``lora.dropout``, ``lora.targets``, ``lora.variant``)."""
 
     name = "lora"
     config: LoraConfig
@@ -54,7 +59,10 @@ class LoraStrategy(Strategy):
 
     def target_modules(self, layers: ModelLayers) -> list[str]:
         """Full names of the frozen modules to adapt; rejects targets that match no module at all."""
-        suffixes = self.config.targets or list(layers.family.lora_targets)
+        if self.config.targets == "all-linear":  # peft's all-linear, less the head (it trains in full here)
+            suffixes = block_linear_names(layers)
+        else:
+            suffixes = self.config.targets or list(layers.family.lora_targets)
         named = [(f"{layers.family.blocks}.{i}.{name}", module)
                  for i, block in enumerate(layers.blocks) for name, module in block.named_modules() if name]
         for suffix in suffixes:
@@ -88,7 +96,8 @@ class LoraStrategy(Strategy):
         transposed = any(type(network.get_submodule(name)).__name__ == "Conv1D" for name in targets)
         peft_config = PeftLoraConfig(r=self.config.r, lora_alpha=self.config.alpha,
                                      lora_dropout=self.config.dropout, target_modules=targets, bias="none",
-                                     fan_in_fan_out=transposed)
+                                     fan_in_fan_out=transposed, use_rslora=self.config.variant == "rslora",
+                                     use_dora=self.config.variant == "dora")
         setup.model = get_peft_model(network, peft_config)
         for parameter in trainable:
             parameter.requires_grad_(True)

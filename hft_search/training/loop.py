@@ -31,12 +31,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hft_search.data import TokenizedSplit
+from hft_search.data import UNLABELED, TokenizedSplit
 from hft_search.exceptions import TrialFailure
-from hft_search.models import BaseModel, truncate
+from hft_search.models import BaseModel, family_of, get_module, layers_of, select_blocks
 from hft_search.spec import HybridConfig, TrainingConfig
 from hft_search.strategies import Setup, merge, prepare
-from hft_search.strategies.distillation import DistillationLoss
+from hft_search.strategies.distillation import DistillationLoss, hidden_pairs, student_blocks
 from hft_search.training.device import autocast, resolve_device
 from hft_search.training.importance import compute_importance
 from hft_search.training.memory import (
@@ -51,12 +51,16 @@ from hft_search.training.optim import (
     effective_learning_rate,
     linear_schedule,
     optimizer_state_bytes,
+    rate_scales,
 )
 from hft_search.training.precision import FrozenBf16
+from hft_search.training.states import BlockStates
 
 logger = logging.getLogger(__name__)
 
 CHECK_EVERY = 32
+REINIT_SEED_OFFSET = 0x5EED_0000
+"""Added to the fit's seed for ``training.reinit_layers`` (see :func:`reinitialise_top`)."""
 """Steps between host reads of the loss (to stop on a non-finite one without syncing every step)."""
 
 
@@ -129,8 +133,8 @@ EpochCallback = Callable[[int, float], None]
 
 
 def initial_model(base: BaseModel, config: HybridConfig, seed: int) -> nn.Module:
-    """The model a fine-tune starts from: ``base.fresh(seed)``, the dropout override, and the distillation
-    student's truncation.
+    """The model a fine-tune starts from: ``base.fresh(seed)``, the dropout override, the distillation
+    student's blocks (``distill.student_init``) and the re-initialised top blocks (``training.reinit_layers``).
 
     Why one helper: importance scores must describe the very model that is trained. For a truncated student
     that is the student (after truncation, before freeze, LoRA or masks), so the cross-validator scores the
@@ -140,8 +144,46 @@ def initial_model(base: BaseModel, config: HybridConfig, seed: int) -> nn.Module
     set_dropout(model, config.training.dropout)
     wanted = config.distill.student_layers
     if config.distill.enabled and wanted is not None and wanted < base.num_layers:
-        truncate(model, wanted)
+        select_blocks(model, student_blocks(base.num_layers, wanted, config.distill.student_init))
+    count = reinit_count(config, layers_of(model).num_layers)
+    if count:
+        reinitialise_top(model, count, seed)
     return model
+
+
+def reinit_count(config: HybridConfig, num_layers: int) -> int:
+    """How many top blocks ``training.reinit_layers`` re-initialises: never a block the freeze strategy
+    freezes (a frozen random block would never learn), so at most the blocks above the frozen ones."""
+    frozen = min(config.freeze.layers, num_layers) if config.freeze.enabled else 0
+    count = min(config.training.reinit_layers, num_layers - frozen)
+    if count < config.training.reinit_layers:
+        logger.info("training.reinit_layers=%d: only the %d block(s) above the frozen ones are re-initialised",
+                    config.training.reinit_layers, count)
+    return count
+
+
+def reinitialise_top(model: nn.Module, count: int, seed: int) -> None:
+    """Re-initialise the top ``count`` blocks and the pretrained part of the head (BERT's pooler) with the
+    model's own initialiser, from ``seed`` (Zhang et al., 2021: "Revisiting few-sample BERT fine-tuning"), offset
+    so that the blocks do not repeat the random numbers the new head was drawn from (:meth:`BaseModel.fresh`).
+
+    transformers 5 marks loaded tensors ``_is_hf_initialized`` and its initialisers skip those, so the marks of
+    the re-initialised modules are cleared first.
+    """
+    layers = layers_of(model)
+    fresh_head = {id(get_module(model, path)) for path in family_of(model).new_head}
+    modules = [*list(layers.blocks)[-count:], *(m for m in layers.head if id(m) not in fresh_head)]
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed + REINIT_SEED_OFFSET)
+    try:
+        for part in modules:
+            for module in part.modules():
+                module._is_hf_initialized = False
+                for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+                    tensor._is_hf_initialized = False
+                model._init_weights(module)
+    finally:
+        torch.random.set_rng_state(state)
 
 
 @contextlib.contextmanager
@@ -187,16 +229,29 @@ def _check_finite(losses: torch.Tensor, epoch: int, first_step: int) -> None:
 class _Trainer:
     """Optimizer, schedule, masks and loss of one run; :meth:`epoch` trains one pass over the data."""
 
-    def __init__(self, setup: Setup, training: TrainingConfig, device: torch.device, total_steps: int,
-                 teacher_logits: torch.Tensor | None, learning_rate: float) -> None:
+    def __init__(self, setup: Setup, config: HybridConfig, device: torch.device, total_steps: int,
+                 teacher_logits: torch.Tensor | None, teacher_states: torch.Tensor | None,
+                 learning_rate: float) -> None:
+        training = config.training
         self.model = setup.model.to(device)
         self.loss = setup.loss
         self.training = training
         self.device = device
-        self.optimizer, self.masks = build_optimizer(setup.network, setup.masks, training, device, learning_rate)
+        scales = rate_scales(setup.network, training, config.lora.lr_ratio if config.lora.enabled else 1.0)
+        self.optimizer, self.masks = build_optimizer(setup.network, setup.masks, training, device, learning_rate,
+                                                     scales)
         self.scheduler = linear_schedule(self.optimizer, total_steps, training.warmup_ratio)
         self.trained = [p for p in setup.network.parameters() if p.requires_grad]
         self.teacher = teacher_logits.to(device, torch.float32) if teacher_logits is not None else None
+        self.states: BlockStates | None = None
+        self.teacher_states = None
+        pairs = [] if teacher_states is None else hidden_pairs(layers_of(setup.network).num_layers,
+                                                               teacher_states.shape[1])
+        if teacher_states is not None and not pairs:
+            logger.info("distill.hidden_weight: a 1-block student has no block below its top to compare")
+        if pairs:  # only the teacher blocks the student's blocks are compared with
+            self.states = BlockStates(setup.network, [student for student, _ in pairs])
+            self.teacher_states = teacher_states[:, [teacher for _, teacher in pairs]].to(device)
 
     def epoch(self, train: TokenizedSplit, generator: torch.Generator, number: int) -> float:
         """One shuffled pass; returns the mean training loss."""
@@ -216,9 +271,15 @@ class _Trainer:
         labels = batch["labels"].to(self.device, non_blocking=True)
         batch = _inputs(batch, self.device)
         teacher = self.teacher[rows.to(self.device, non_blocking=True)] if self.teacher is not None else None
+        if self.states is not None:
+            self.states.mask = batch["attention_mask"]
         with autocast(self.device):
             logits = self.model(**batch).logits
-        loss = self.loss(logits.float(), labels, teacher)
+        hidden = None
+        if self.states is not None:
+            hidden = (self.states.stacked(), self.teacher_states[rows.to(self.device, non_blocking=True)])
+            self.states.mask = None
+        loss = self.loss(logits.float(), labels, teacher, hidden)
         loss.backward()
         self.masks.zero_grads()
         if self.training.max_grad_norm > 0:
@@ -241,19 +302,29 @@ class _Trainer:
 
 
 def _check_inputs(base: BaseModel, config: HybridConfig, train: TokenizedSplit, metric: str,
-                  teacher_logits: torch.Tensor | None) -> None:
+                  teacher_logits: torch.Tensor | None, teacher_states: torch.Tensor | None) -> None:
     check_metric(metric)
     if len(train) == 0:
         raise ValueError("cannot fine-tune on an empty training split")
-    needs_teacher = config.distill.enabled and config.distill.alpha > 0
-    if needs_teacher and teacher_logits is None:
+    distill = config.distill
+    if distill.enabled and distill.alpha > 0 and teacher_logits is None:
         raise ValueError(
             "distillation needs teacher logits: fine-tune the teacher with "
             "fine_tune(base, teacher_config(config), train, None) and pass "
             "teacher_logits=predict_logits(result.model, train)")
+    if distill.enabled and distill.hidden_weight > 0 and teacher_states is None:
+        raise ValueError("distill.hidden_weight > 0 needs the teacher's pooled block states: pass "
+                         "teacher_states=predict_outputs(teacher, train)[1]")
     if teacher_logits is not None and tuple(teacher_logits.shape) != (len(train), base.num_labels):
         raise ValueError(f"teacher_logits has shape {tuple(teacher_logits.shape)}; expected "
                          f"({len(train)}, {base.num_labels}): one row per training row, in the same order")
+    width = getattr(base.template.config, "hidden_size", None)
+    if teacher_states is not None and (teacher_states.ndim != 3 or teacher_states.shape[0] != len(train)
+                                       or teacher_states.shape[2] != width):
+        raise ValueError(f"distill.hidden_weight: the teacher's block states have shape "
+                         f"{tuple(teacher_states.shape)}; the student needs ({len(train)}, blocks, {width}): one row "
+                         "per training row and the student's width (a teacher checkpoint of another width cannot "
+                         "teach hidden states; set distill.hidden_weight: 0)")
 
 
 def _fit_device(setup: Setup, training: TrainingConfig, train: TokenizedSplit,
@@ -284,6 +355,7 @@ def fine_tune(
     seed: int = 0,
     device: str | torch.device = "auto",
     teacher_logits: torch.Tensor | None = None,
+    teacher_states: torch.Tensor | None = None,
     importance_scores: Mapping[str, torch.Tensor] | None = None,
     merge_lora: bool = False,
     on_epoch: EpochCallback | None = None,
@@ -292,7 +364,10 @@ def fine_tune(
     """Fine-tune :func:`initial_model` under ``config`` on ``train``; score and early-stop on ``valid``.
 
     ``teacher_logits`` ([len(train), num_labels], row-aligned with ``train``) are required when distillation
-    has ``alpha > 0``. ``importance_scores`` from :func:`compute_importance` on ``initial_model(base, config,
+    has ``alpha > 0``, ``teacher_states`` ([len(train), teacher blocks, width], the teacher's pooled block
+    outputs, :func:`~hft_search.training.states.predict_outputs`) when ``distill.hidden_weight > 0``. Rows
+    labelled ``UNLABELED`` (``data.unlabeled``) are learnt from the teacher only.
+    ``importance_scores`` from :func:`compute_importance` on ``initial_model(base, config,
     seed)`` are computed here when not given. Without ``valid`` every epoch runs and the score is nan.
     ``on_epoch`` sees each epoch's validation score (see :data:`EpochCallback`).
     ``schedule_epochs`` (default ``training.epochs``) is the length of the run the learning-rate schedule
@@ -304,7 +379,7 @@ def fine_tune(
     propagates.
     """
     device = resolve_device(device)
-    _check_inputs(base, config, train, metric, teacher_logits)
+    _check_inputs(base, config, train, metric, teacher_logits, teacher_states)
     training = config.training
     schedule_epochs = training.epochs if schedule_epochs is None else schedule_epochs
     if schedule_epochs < training.epochs:
@@ -316,18 +391,25 @@ def fine_tune(
         model = initial_model(base, config, seed)
         model_params = sum(p.numel() for p in model.parameters())
         if config.importance.enabled and importance_scores is None:
-            importance_scores = compute_importance(model, train, config.importance,
+            labelled = train.subset(torch.nonzero(train.labels != UNLABELED).flatten())  # not data.unlabeled
+            importance_scores = compute_importance(model, labelled, config.importance,
                                                    batch_size=training.batch_size, device=device, seed=seed)
         setup = prepare(model, config, importance_scores=importance_scores)
-        if isinstance(setup.loss, DistillationLoss) and not setup.loss.needs_teacher:
-            teacher_logits = None  # alpha = 0: the teacher term is off, its logits need no device copy
+        if isinstance(setup.loss, DistillationLoss) and setup.loss.alpha == 0:
+            teacher_logits = None  # alpha = 0: the soft-label term is off, its logits need no device copy
+        if not (isinstance(setup.loss, DistillationLoss) and setup.loss.hidden_weight > 0):
+            teacher_states = None
         checkpointing, frozen = _fit_device(setup, training, train, device)
         total_steps = schedule_epochs * math.ceil(len(train) / training.batch_size)
         trainable, total = setup.trainable_count(), setup.total_count()
         # nothing trainable: build_optimizer raises the error that says so
         learning_rate = effective_learning_rate(training, trainable / total) if trainable else training.learning_rate
-        trainer = _Trainer(setup, training, device, total_steps, teacher_logits, learning_rate)
-        outcome = _train(trainer, setup, training, train, valid, metric, seed, on_epoch)
+        trainer = _Trainer(setup, config, device, total_steps, teacher_logits, teacher_states, learning_rate)
+        try:
+            outcome = _train(trainer, setup, training, train, valid, metric, seed, on_epoch)
+        finally:
+            if trainer.states is not None:
+                trainer.states.close()
     peak_bytes = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
                   else trainer.memory_estimate_bytes())
     state_bytes = trainer.state_bytes()

@@ -1,4 +1,5 @@
-"""AdamW with exact element masks, parameter groups without decay, and the linear warm-up/decay schedule.
+"""AdamW with exact element masks, parameter groups without decay or at their own rate, and the linear
+warm-up/decay schedule.
 
 Parameter groups follow ``transformers.Trainer``: biases and normalisation weights get no weight decay.
 AdamW is ``fused=True`` where torch has a fused kernel for the device (as the Trainer does by default).
@@ -26,6 +27,11 @@ configuration. So the searched ``training.learning_rate`` means "the full fine-t
 that trains a fraction f of the parameters runs at ``learning_rate · min(max_lr_multiplier, 1/f)``: ×1 for a
 full fine-tune, ×2.5 at 40 % trained, ×10 (the default cap) at 10 % or less.
 
+Rates per parameter (:func:`rate_scales`): layer-wise decay (``training.layer_lr_decay``) and LoRA+
+(``lora.lr_ratio``) multiply the peak rate per parameter, so the groups above are split by rate too; element-masked
+tensors of different rates then sit in different groups, and :meth:`ElementMasks.decay` decays each with its own
+group's current rate. The schedule multiplies every group's rate by the same factor.
+
 Restoring masked entries from a saved copy after each step would be exact too, but needs a copy of every
 masked tensor; the method above costs one boolean mask per tensor. Frozen tensors (``requires_grad=False``)
 are simply not given to the optimizer.
@@ -35,7 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -65,7 +71,7 @@ class ElementMasks:
     masked: list[torch.Tensor]  # True where the entry must not move
     decayed: list[bool]  # whether the parameter gets (manual) weight decay
     weight_decay: float
-    group: dict | None = None  # the optimizer group holding them, whose current lr drives the decay
+    groups: list[dict] = field(default_factory=list)  # per parameter, the optimizer group whose lr drives its decay
 
     def zero_grads(self) -> None:
         """Write +0.0 into the masked gradient entries (call after backward, before clipping)."""
@@ -76,11 +82,11 @@ class ElementMasks:
     @torch.no_grad()
     def decay(self) -> None:
         """Decoupled weight decay on kept entries only (call right before ``optimizer.step()``)."""
-        if self.group is None or self.weight_decay == 0:
+        if not self.groups or self.weight_decay == 0:
             return
-        factor = 1.0 - self.group["lr"] * self.weight_decay
-        for param, masked, decayed in zip(self.params, self.masked, self.decayed, strict=True):
+        for param, masked, decayed, group in zip(self.params, self.masked, self.decayed, self.groups, strict=True):
             if decayed:
+                factor = 1.0 - group["lr"] * self.weight_decay
                 param.mul_(torch.where(masked, 1.0, factor).to(param.dtype))
 
 
@@ -92,39 +98,73 @@ def effective_learning_rate(training: TrainingConfig, trainable_fraction: float)
     return training.learning_rate * min(training.max_lr_multiplier, 1.0 / trainable_fraction)
 
 
-def build_optimizer(network: nn.Module, masks: Mapping[str, torch.Tensor], training: TrainingConfig,
-                    device: torch.device, learning_rate: float | None = None
-                    ) -> tuple[torch.optim.AdamW, ElementMasks]:
-    """AdamW over the trainable parameters of ``network`` (already on ``device``), and its element masks.
+def rate_scales(network: nn.Module, training: TrainingConfig, lora_ratio: float = 1.0) -> dict[str, float]:
+    """The factor on the peak rate of each trainable parameter: layer-wise decay times LoRA+'s ratio.
 
-    ``learning_rate`` is the peak rate (None: ``training.learning_rate``; :func:`fine_tune` passes
-    :func:`effective_learning_rate`). Groups: decayed, not decayed (biases, norms), and element-masked (decay
-    applied by :class:`ElementMasks`).
+    Layer-wise decay (``training.layer_lr_decay`` = d; Howard & Ruder 2018, Clark et al. 2020, Zhang et al.
+    2021; AutoGluon's ``optim.lr_decay``): the head and the top block train at the rate, block k below the top at
+    d^k, the embeddings one step below the bottom block (d^blocks); parameters of neither (a decoder's final
+    norm) count as the top. LoRA adapters sit in their block and decay with it. LoRA+ (``lora.lr_ratio`` = λ,
+    Hayou et al. 2024): the ``lora_B`` matrices train at λ times the rate of their block; unlike peft's
+    ``create_loraplus_optimizer`` the other 1-D parameters do not, since here they belong to fully trained
+    blocks, not to the adapters.
     """
-    skip_decay = no_decay_names(network)
-    decay, plain = [], []
-    element = ElementMasks([], [], [], training.weight_decay)
+    from hft_search.models import layers_of
+
+    layers = layers_of(network)
+    prefix, top = layers.family.blocks + ".", layers.num_layers - 1
+    embedding = {id(p) for module in layers.embeddings for p in module.parameters()}
+    decay = training.layer_lr_decay
+    scales = {}
     for name, param in network.named_parameters():
         if not param.requires_grad:
             continue
+        depth = 0
+        if name.startswith(prefix):
+            depth = top - int(name[len(prefix):].split(".", 1)[0])
+        elif id(param) in embedding:
+            depth = top + 1
+        scales[name] = decay ** depth * (lora_ratio if ".lora_B." in name else 1.0)
+    return scales
+
+
+def build_optimizer(network: nn.Module, masks: Mapping[str, torch.Tensor], training: TrainingConfig,
+                    device: torch.device, learning_rate: float | None = None,
+                    scales: Mapping[str, float] | None = None) -> tuple[torch.optim.AdamW, ElementMasks]:
+    """AdamW over the trainable parameters of ``network`` (already on ``device``), and its element masks.
+
+    ``learning_rate`` is the peak rate (None: ``training.learning_rate``; :func:`fine_tune` passes
+    :func:`effective_learning_rate`); ``scales`` multiplies it per parameter name (:func:`rate_scales`; None:
+    1 for all). Groups: decayed, not decayed (biases, norms) and element-masked (decay applied by
+    :class:`ElementMasks`), each split by rate. The schedule scales every group's rate by the same factor.
+    """
+    skip_decay = no_decay_names(network)
+    lr = training.learning_rate if learning_rate is None else learning_rate
+    grouped: dict[tuple[str, float], list[nn.Parameter]] = {}
+    element = ElementMasks([], [], [], training.weight_decay)
+    element_scales = []
+    for name, param in network.named_parameters():
+        if not param.requires_grad:
+            continue
+        scale = 1.0 if scales is None else scales[name]
         if name in masks:
             element.params.append(param)
             element.masked.append(masks[name].to(device).logical_not())
             element.decayed.append(name not in skip_decay)
+            element_scales.append(scale)
+            kind = "masked"
         else:
-            (plain if name in skip_decay else decay).append(param)
-    groups = [{"params": decay, "weight_decay": training.weight_decay},
-              {"params": plain, "weight_decay": 0.0}]
-    groups = [group for group in groups if group["params"]]
-    if element.params:
-        groups.append({"params": element.params, "weight_decay": 0.0})
-    if not groups:
+            kind = "plain" if name in skip_decay else "decay"
+        grouped.setdefault((kind, scale), []).append(param)
+    if not grouped:
         raise ValueError("no parameter is left to train: the strategies froze everything, head included")
-    lr = training.learning_rate if learning_rate is None else learning_rate
-    optimizer = torch.optim.AdamW(groups, lr=lr, eps=ADAM_EPS,
-                                  fused=device.type in FUSED_DEVICE_TYPES)
-    if element.params:
-        element.group = optimizer.param_groups[-1]
+    order = {"decay": 0, "plain": 1, "masked": 2}
+    keys = sorted(grouped, key=lambda key: (order[key[0]], -key[1]))
+    groups = [{"params": grouped[key], "lr": lr * key[1],
+               "weight_decay": training.weight_decay if key[0] == "decay" else 0.0} for key in keys]
+    optimizer = torch.optim.AdamW(groups, lr=lr, eps=ADAM_EPS, fused=device.type in FUSED_DEVICE_TYPES)
+    by_key = dict(zip(keys, optimizer.param_groups, strict=True))
+    element.groups = [by_key[("masked", scale)] for scale in element_scales]
     return optimizer, element
 
 
