@@ -53,14 +53,13 @@ def _non_negative_float(text: str) -> float:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from hft_search import validate
-    from hft_search.storage import mask_spec_dump
 
     spec = validate(args.spec, check_model=not args.no_model_check)
     if not args.no_model_check:
         from hft_search.models import model_info
 
         print(f"# model: {model_info(spec.model.name, spec.model.revision).describe()}")
-    body = mask_spec_dump(spec.model_dump(mode="json", by_alias=True, exclude_none=True))
+    body = spec.model_dump(mode="json", by_alias=True, exclude_none=True)  # passwords masked by their type
     print(yaml.safe_dump(body, sort_keys=False, allow_unicode=True), end="")
     return 0
 

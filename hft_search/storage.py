@@ -47,16 +47,12 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, Jou
 from optuna.trial import TrialState
 
 from hft_search.exceptions import StorageError
+from hft_search.urls import ACCEPTED_FORMS, MASK, mask_url, storage_kind, storage_url_problem, url_password
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_STORAGE_URL = "sqlite:///hft.db"
 STORAGE_ENV_VAR = "HFT_SEARCH_STORAGE"
-ACCEPTED_FORMS = (
-    "sqlite:///PATH (a local file; the default), "
-    "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB (workers on several machines), "
-    "or journal:PATH (an Optuna journal file)"
-)
 POSTGRES_INSTALL_HINT = 'pip install "hft_search[postgres]"  (psycopg 3; URLs postgresql+psycopg://...)'
 
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -77,9 +73,6 @@ SCHEMA_CREATION_ATTEMPTS = 5
 """Workers started together on an empty database all create Optuna's tables; all but one lose that race
 (a table or the schema version already exists) and simply try again, when the tables are there."""
 
-_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<rest>\S+)")
-_PASSWORD_PARAMETER = re.compile(r"(?P<head>\bpassword=)(?P<password>[^&\s]*)", re.IGNORECASE)
-MASK = "***"
 
 
 def resolve_storage_url(cli: str | None, spec_storage: str | None) -> str:
@@ -94,28 +87,6 @@ def resolve_storage_url(cli: str | None, spec_storage: str | None) -> str:
     return DEFAULT_STORAGE_URL
 
 
-def mask_url(text: str) -> str:
-    """``text`` with the password of every URL in it, and every ``password=`` parameter, replaced by ``***``.
-
-    Works on a bare URL and on free text (a log message, an error) that contains URLs. A URL's password is
-    everything between ``user:`` and the *last* ``@`` of the URL (the URL ends at white space), so a password
-    with a raw ``/``, ``:``, ``?``, ``#`` or ``@`` in it (it should be percent-encoded, and SQLAlchemy then
-    reads only part of it) is masked whole: too much, never too little. A URL without a password, an SQLite
-    or a journal path is returned unchanged.
-    """
-    masked = _URL.sub(_mask_match, text)
-    return _PASSWORD_PARAMETER.sub(rf"\g<head>{MASK}", masked)
-
-
-def _mask_match(match: re.Match[str]) -> str:
-    rest = match["rest"]
-    userinfo, at, after = rest.rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    if not at or not colon:
-        return match[0]
-    return f"{match['scheme']}{user}:{MASK}@{after}"
-
-
 def mask_error(text: str, url: str) -> str:
     """``text`` (a driver's error about ``url``) with URLs masked, and every piece of ``url``'s password too.
 
@@ -125,32 +96,14 @@ def mask_error(text: str, url: str) -> str:
     (three characters or more) are masked wherever they appear.
     """
     masked = mask_url(text)
-    match = _URL.search(url)
-    if match is None:
-        return masked
-    _, colon, password = match["rest"].rpartition("@")[0].partition(":")
-    if not colon:
+    password = url_password(url)
+    if password is None:
         return masked
     pieces = {piece for form in (password, urllib.parse.unquote(password))
               for piece in (form, *re.split(r"[@/:?#]", form)) if len(piece) >= 3}
     for piece in sorted(pieces, key=len, reverse=True):
         masked = masked.replace(piece, MASK)
     return masked
-
-
-def mask_spec_dump(dump: dict[str, Any]) -> dict[str, Any]:
-    """A spec's ``model_dump`` with the storage URLs it holds masked: what is stored, exported or printed.
-
-    A spec names its storage in ``study.storage`` (and an exported one in ``provenance.storage``); the spec
-    travels into the study's ``spec`` attribute, the exported spec, ``validate``'s output and the trained
-    model's ``hft_search.json``, none of which may carry the database password.
-    """
-    out = dict(dump)
-    for section in ("study", "provenance"):
-        part = out.get(section)
-        if isinstance(part, dict) and isinstance(part.get("storage"), str):
-            out[section] = {**part, "storage": mask_url(part["storage"])}
-    return out
 
 
 class MaskingFilter(logging.Filter):
@@ -242,17 +195,15 @@ def check_url(url: str) -> str:
     ``run`` calls it before loading data and model, so that a mistyped URL fails at once, and opens the
     storage only after them, so that a run that fails on its data or model leaves no empty database behind.
     """
-    scheme = url.partition(":")[0].lower()
-    if scheme == "journal":
+    problem = storage_url_problem(url)
+    if problem is not None:
+        raise StorageError(f"{problem}.")
+    kind = storage_kind(url)
+    if kind == "journal":
         _journal_path(url)
-        return scheme
-    if scheme == "sqlite":
+    else:
         _parse_url(url)
-        return scheme
-    if scheme == "postgresql" or scheme.startswith("postgresql+"):
-        _parse_url(url)
-        return "postgresql"
-    raise StorageError(f"unsupported storage URL {mask_url(url)!r}: use {ACCEPTED_FORMS}.")
+    return kind
 
 
 def _no_storage(where: str, why: str) -> StorageError:

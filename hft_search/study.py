@@ -23,7 +23,6 @@ from hft_search.storage import (
     check_url,
     load_named_study,
     make_storage,
-    mask_spec_dump,
     mask_url,
     resolve_storage_url,
 )
@@ -140,7 +139,7 @@ def _open_study_in(spec: StudySpec, backend: BaseStorage, url: str, name: str,
 
 
 def _store_spec(study: optuna.Study, spec: StudySpec) -> None:
-    study.set_user_attr("spec", mask_spec_dump(spec.model_dump(mode="json")))
+    study.set_user_attr("spec", spec.model_dump(mode="json"))  # passwords masked by their type
     study.set_user_attr("spec_hash", spec.search_hash())
     study.set_user_attr("metric", spec.cv.metric)
     study.set_user_attr("objectives", spec.study.objectives)

@@ -31,7 +31,7 @@ from hft_search.baseline import find_baseline, lift_of, verdict
 from hft_search.exceptions import ExportError
 from hft_search.files import check_output, write_text_atomic
 from hft_search.spec import StudySpec, spec_from_dict
-from hft_search.storage import mask_spec_dump, mask_url, resolve_storage_url
+from hft_search.storage import mask_url, resolve_storage_url
 from hft_search.study import load_study
 from hft_search.summary import pick_trial, value_with_std
 
@@ -126,7 +126,7 @@ def export_spec(study: optuna.Study, trial_number: int | None = None, *,
         missing = "study user attribute 'spec'" if stored is None else f"trial {trial.number}'s attribute 'config'"
         raise ExportError(f"study {study.study_name!r} lacks the {missing}; only studies run by hft-search "
                           "(hft-search run / worker) can be exported")
-    raw = mask_spec_dump(json.loads(json.dumps(stored)))  # studies stored before masking hold the password
+    raw = json.loads(json.dumps(stored))  # a password stored by an older hft-search is masked when dumped
     fixed, origin = dict(config), provenance(study, trial, storage_url)
     best_epochs = trial.user_attrs.get("fold_best_epochs")
     if best_epochs:
@@ -144,7 +144,7 @@ def export_spec(study: optuna.Study, trial_number: int | None = None, *,
 
 def spec_text(spec: StudySpec, fmt: SpecFormat = "yaml") -> str:
     """The spec as YAML or JSON; knobs whose value is ``None`` stay in ``fixed`` so they remain pinned."""
-    body = mask_spec_dump(spec.model_dump(mode="json", by_alias=True, exclude_none=True))
+    body = spec.model_dump(mode="json", by_alias=True, exclude_none=True)  # passwords masked by their type
     body["fixed"] = spec.model_dump(mode="json")["fixed"]
     if fmt == "json":
         return json.dumps(body, indent=2) + "\n"

@@ -50,7 +50,7 @@ from hft_search.export._quantize import (
 from hft_search.files import atomic_folder, check_output, write_text_atomic
 from hft_search.models import BaseModel, classifier_tokenizer, load_base, resolve_source
 from hft_search.spec import HybridConfig, StudySpec, check_against_layers
-from hft_search.storage import mask_spec_dump, mask_url, resolve_storage_url
+from hft_search.storage import mask_url, resolve_storage_url
 from hft_search.study import default_cache, load_study
 from hft_search.training import FineTuneResult, fine_tune, predict_logits, resolve_device
 
@@ -207,6 +207,7 @@ def _threshold_entry(inputs: _Inputs, tuned: Threshold, test_probs: np.ndarray |
 
 def _metadata(inputs: _Inputs, fit: FineTuneResult, rows: dict[str, Any]) -> dict[str, Any]:
     spec = inputs.spec
+    dump = spec.model_dump(mode="json")  # passwords masked by their type
     return {
         "format_version": FORMAT_VERSION,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -215,8 +216,8 @@ def _metadata(inputs: _Inputs, fit: FineTuneResult, rows: dict[str, Any]) -> dic
         "text_column": spec.data.text_column,
         "text_pair_column": spec.data.text_pair_column,
         "max_length": spec.model.max_length,
-        "spec": mask_spec_dump(spec.model_dump(mode="json")),
-        "provenance": mask_spec_dump({"provenance": spec.provenance})["provenance"],
+        "spec": dump,
+        "provenance": dump["provenance"],
         "config": inputs.config.flat(),
         "training": {"rows": len(inputs.train), "seed": spec.cv.seed, "device": str(inputs.device),
                      "epochs": len(fit.history), "train_time_s": fit.train_time_s,
