@@ -206,6 +206,24 @@ def check_url(url: str) -> str:
     return kind
 
 
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+"""Files SQLite keeps beside a database (write-ahead log, shared memory, rollback journal): part of it."""
+
+
+def storage_files(url: str) -> list[Path]:
+    """The local files a storage URL names, absolute: an SQLite database with its side files, a journal with
+    its lock file; none for a database server. What no output may replace (:mod:`hft_search.inputs`)."""
+    kind = check_url(url)
+    if kind == "journal":
+        path = _journal_path(url).absolute()
+        return [path, path.with_name(path.name + ".lock")]
+    database = _parse_url(url).database if kind == "sqlite" else None
+    if not database:
+        return []
+    path = Path(database).expanduser().absolute()
+    return [path, *(path.with_name(path.name + suffix) for suffix in SQLITE_SIDE_FILES)]
+
+
 def _no_storage(where: str, why: str) -> StorageError:
     return StorageError(f"no study storage at {where} ({why}); check --storage (or $HFT_SEARCH_STORAGE): "
                         "`hft-search run` creates a storage, the other commands only read one")
@@ -231,6 +249,7 @@ def _check_exists(url: str, scheme: str) -> None:
             with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
                 found = connection.execute(
                     "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'studies'").fetchone()
+                _check_integrity(connection, path)
         except sqlite3.Error as error:
             raise _no_storage(str(path), f"not an SQLite database: {error}") from None
         if found is None:
@@ -241,7 +260,7 @@ def _check_exists(url: str, scheme: str) -> None:
     try:
         found = sqlalchemy.inspect(engine).has_table("studies")
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
-        summary = mask_error(_summary(error), url) if not isinstance(error, ImportError) \
+        summary = mask_error(error_summary(error), url) if not isinstance(error, ImportError) \
             else f"{error}; {POSTGRES_INSTALL_HINT}"
         raise StorageError(f"cannot open {mask_url(url)!r}: {summary}\n{mask_error(_postgres_start_hint(url), url)}") \
             from None
@@ -307,11 +326,26 @@ def _parse_url(url: str) -> sqlalchemy.URL:
         raise StorageError(f"malformed URL {mask_url(url)!r} ({error}): use {ACCEPTED_FORMS}.") from None
 
 
+def _check_integrity(connection: sqlite3.Connection, path: Path) -> None:
+    """Raise a :class:`StorageError` naming ``path`` when SQLite finds the database damaged (a torn write, a
+    disk error): every later query would fail with Optuna's unspecific "an exception is raised during the
+    commit". ``quick_check`` reads every page once: milliseconds for a study's database."""
+    verdict = connection.execute("PRAGMA quick_check(1)").fetchone()[0]
+    if verdict != "ok":
+        verdict = " ".join(verdict.replace("*** in database main ***", "").split())
+        raise StorageError(f"SQLite database {str(path)!r} is corrupt ({verdict}); restore it from a backup, or "
+                           f"see what is left with: sqlite3 {path} '.recover'")
+
+
 def _enable_wal(path: Path) -> bool:
-    """Switch the database to WAL; False when its file system does not allow it."""
+    """Switch the database to WAL (after checking an existing one is intact); False when its file system does
+    not allow WAL."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.is_file() and path.stat().st_size > 0
         with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as connection:
+            if existed:
+                _check_integrity(connection, path)
             mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     except (OSError, sqlite3.Error) as error:
         raise StorageError(f"cannot open SQLite database {str(path)!r}: {error}. Check the path.") from None
@@ -408,7 +442,7 @@ class _RDBStorage(RDBStorage):
             super().record_heartbeat(trial_id)
         except (sqlalchemy.exc.SQLAlchemyError, StorageInternalError) as error:
             logger.warning("heartbeat of trial id %d not recorded (%s); trying again in %d s",
-                           trial_id, _summary(error), self.heartbeat_interval)
+                           trial_id, error_summary(error), self.heartbeat_interval)
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         for trial_id in self._running_trials_without_heartbeat(study_id):
@@ -445,7 +479,7 @@ def _rdb_storage(
             return _open_rdb_storage(url, engine_kwargs, heartbeat)
         except (sqlalchemy.exc.SQLAlchemyError, StorageInternalError) as error:
             if attempt == SCHEMA_CREATION_ATTEMPTS or not _lost_schema_race(error):
-                raise StorageError(f"cannot open {mask_url(url)!r}: {mask_error(_summary(error), url)}\n"
+                raise StorageError(f"cannot open {mask_url(url)!r}: {mask_error(error_summary(error), url)}\n"
                                    f"{mask_error(hint, url)}") from None
         attempt += 1
         time.sleep(random.uniform(0.1, 0.5))
@@ -470,10 +504,21 @@ def _missing_module(error: ImportError) -> str:
     return cause.name or str(cause)
 
 
-def _summary(error: BaseException) -> str:
-    """The driver's own message (without SQLAlchemy's wrapper and background link), masked, on one line."""
+def error_summary(error: BaseException) -> str:
+    """The driver's own message of a storage error (without SQLAlchemy's wrapper and background link, and
+    without Optuna's, which says only that "an exception is raised during the commit"), masked, on one line."""
+    if isinstance(error, StorageInternalError) and error.__cause__ is not None:
+        error = error.__cause__
     original = getattr(error, "orig", None) or error
     return mask_url(" ".join(str(original).split()))
+
+
+def storage_failure(error: BaseException, url: str | None) -> str:
+    """One line for a storage that failed after it was opened: the storage (masked), the driver's message,
+    and where to look."""
+    where = f" {mask_url(url)}" if url else ""
+    return (f"the study storage{where} failed: {error_summary(error)}; if it is an SQLite file it may be "
+            "corrupt (check it with: sqlite3 FILE 'PRAGMA integrity_check'); --verbose shows the traceback")
 
 
 def _journal_path(url: str) -> Path:

@@ -29,7 +29,8 @@ from optuna.trial import FrozenTrial
 
 from hft_search.baseline import find_baseline, lift_of, verdict
 from hft_search.exceptions import ExportError
-from hft_search.files import check_output, write_text_atomic
+from hft_search.files import check_output, refuse_inputs, write_text_atomic
+from hft_search.inputs import spec_inputs, storage_inputs
 from hft_search.spec import StudySpec, spec_from_dict
 from hft_search.storage import mask_url, resolve_storage_url
 from hft_search.study import load_study
@@ -164,11 +165,13 @@ def export_best(study_name: str, storage: str | None, output: str | Path, *, tri
     """Write the best (or given) trial of a stored study to ``output`` as a runnable spec, atomically.
 
     The format follows ``fmt``, else the file's suffix (``.json`` → JSON, anything else YAML). An existing
-    ``output`` is only replaced with ``force``.
+    ``output`` is only replaced with ``force``; never the study storage, nor the data, model or teacher of the
+    spec written (:mod:`hft_search.inputs`).
     """
-    output = check_output(output, force=force)
     url = resolve_storage_url(storage, None)
+    output = check_output(output, force=force, inputs=storage_inputs(url))
     spec = export_spec(load_study(study_name, url), trial, storage_url=url)
+    refuse_inputs(output, spec_inputs(spec))
     fmt = fmt or ("json" if output.suffix.lower() == ".json" else "yaml")
     write_text_atomic(output, spec_text(spec, fmt))
     logger.info("exported trial %s of study %s to %s", spec.provenance["trial"], study_name, output)

@@ -47,7 +47,8 @@ from hft_search.export._quantize import (
     quantize_folder,
     weights_size_mb,
 )
-from hft_search.files import atomic_folder, check_output, write_text_atomic
+from hft_search.files import atomic_folder, check_output, check_writable, write_text_atomic
+from hft_search.inputs import spec_inputs, storage_inputs
 from hft_search.models import BaseModel, classifier_tokenizer, load_base, resolve_source
 from hft_search.spec import HybridConfig, StudySpec, check_against_layers
 from hft_search.storage import mask_url, resolve_storage_url
@@ -232,7 +233,8 @@ def _metadata(inputs: _Inputs, fit: FineTuneResult, rows: dict[str, Any]) -> dic
 
 def train_final(spec: StudySpec, output: str | Path, *, quantize: Literal["int8"] | None = None,
                 int8_scheme: Int8Scheme = "auto", ensemble_folds: bool = False, tune_threshold_for: str | None = None,
-                force: bool = False, storage: str | None = None) -> TrainedModel:
+                force: bool = False, storage: str | None = None,
+                spec_file: str | Path | None = None) -> TrainedModel:
     """Fit ``spec``'s configuration on all training data, evaluate on its test split, save to ``output``.
 
     Args:
@@ -245,9 +247,17 @@ def train_final(spec: StudySpec, output: str | Path, *, quantize: Literal["int8"
             probabilities of the k fold models; ``predict`` then uses it.
         storage: where the study named by the spec's provenance lives (default: the provenance's URL); the
             final metrics are recorded there as the study attribute ``final_model`` when it is reachable.
+        spec_file: the file ``spec`` was read from; ``output`` may not hold it (nor any other input, see
+            :mod:`hft_search.inputs`).
+
+    Raises:
+        OutputError: ``output`` would replace an input or another kind of entry, or cannot be written (checked
+            before the fit).
     """
+    study_url = storage or (spec.provenance or {}).get("storage")
     output = check_output(output, force=force, kind="folder",
-                          inputs=(spec.data.train, spec.data.test, spec.fixed.get("distill.teacher")))
+                          inputs=[*spec_inputs(spec, spec_file), *storage_inputs(study_url)])
+    check_writable(output)
     if quantize not in (None, "int8"):
         raise ExportError(f"--quantize {quantize}: only int8 is supported")
     inputs = _prepare(spec)
