@@ -363,6 +363,8 @@ class DataSpec(_Section):
     max_train_samples: int | None = Field(None, ge=2, description="stratified, seeded subsample of the training rows")
     max_test_samples: int | None = Field(None, ge=1)
     seed: int = 0
+    deduplicate: bool = Field(False, description="drop exact copies of earlier training rows (same text and "
+                              "label); off: they are counted in a warning")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
@@ -481,8 +483,11 @@ class StudySpec(_Section):
         """A hash of what makes trials comparable (data, model, cv, search space, fixed knobs): a study may
         only be resumed with a spec of the same hash. ``model.family`` is left out: it is read from the model,
         so a spec that names it describes the same trials as one that does not."""
+        exclude: dict[str, set[str]] = {"model": {"family"}}
+        if not self.data.deduplicate:  # added later: studies created before it keep their hash
+            exclude["data"] = {"deduplicate"}
         payload = self.model_dump(mode="json", include={"data", "model", "cv", "search_space", "fixed"},
-                                  exclude={"model": {"family"}})
+                                  exclude=exclude)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:

@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hft_search.exceptions import StorageError
 from hft_search.inputs import check_storage_target
-from hft_search.seeding import seed_study, wait_until_seeded
+from hft_search.seeding import open_warm_start, seed_study, wait_until_seeded
 from hft_search.spec import StudySpec, grid_values
 from hft_search.storage import (
     check_url,
@@ -226,6 +226,7 @@ def run_study(spec: StudySpec, *, n_trials: int | None = None, storage: str | No
     """
     url = resolve_storage_url(storage, spec.study.storage)
     check_storage_target(url, spec, spec_file)
+    open_warm_start(spec, url)  # before anything is created: a warm start that cannot load leaves nothing
     # A database server is opened first, so that an unreachable one fails before the model is loaded; a file
     # storage last, so that a run whose data or model cannot load leaves no empty database file behind.
     backend = _storage_for(spec, url) if check_url(url) == "postgresql" else None
