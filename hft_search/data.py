@@ -197,8 +197,9 @@ def read_table(path: str | Path, what: str, text_columns: Sequence[str] | None =
     file = Path(path)
     if not file.is_file():
         found = "is a folder, not a file" if file.is_dir() else "does not exist"
-        raise DataError(f"{what}: file {file} {found}; check the path (relative paths in a spec are resolved "
-                        "against the spec file's folder)")
+        hint = " (relative paths in a spec are resolved against the spec file's folder)" if what.startswith("data.") \
+            else ""
+        raise DataError(f"{what}: file {file} {found}; check the path{hint}")
     suffix = file.suffix.lower()
     fmt = _FORMATS.get(suffix)
     if fmt is None:
@@ -217,10 +218,15 @@ def read_table(path: str | Path, what: str, text_columns: Sequence[str] | None =
         if suffix == ".tsv":
             kwargs.update(delimiter="\t", quoting=3)
     datasets.disable_progress_bars()  # one "Generating train split" bar per file read says nothing to a user
+    reader_log = logging.getLogger("datasets")
+    level = reader_log.level
+    reader_log.setLevel(logging.CRITICAL)  # it logs a malformed file's error too; the DataError below says it
     try:
         return datasets.load_dataset(fmt, data_files=str(file), split="train", **kwargs)
     except Exception as error:  # datasets raises many types for malformed files
         raise DataError(f"{what}: {file} could not be read as {file.suffix}: {_causes(error)}") from None
+    finally:
+        reader_log.setLevel(level)
 
 
 def _causes(error: BaseException) -> str:

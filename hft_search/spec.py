@@ -721,7 +721,8 @@ def knob_range(spec: StudySpec, name: str) -> tuple[Any, Any] | None:
 
 
 def check_against_layers(spec: StudySpec, num_layers: int, *, max_positions: int | None = None,
-                         hidden_size: int | None = None, block_modules: Sequence[str] | None = None) -> None:
+                         hidden_size: int | None = None, block_modules: Sequence[str] | None = None,
+                         source: str | None = None) -> None:
     """Reject knob values the model cannot honour, so that ``validate`` catches what every trial would fail on.
 
     Args:
@@ -730,6 +731,7 @@ def check_against_layers(spec: StudySpec, num_layers: int, *, max_positions: int
         hidden_size: the model's width (``lora.r`` above it adapts nothing more and costs more than full
             fine-tuning).
         block_modules: names of the modules inside one block; ``lora.targets`` must match one each.
+        source: the spec file, named in the error.
     """
     issues = []
     limits = {"freeze.layers": (num_layers, "blocks"), "distill.student_layers": (num_layers, "blocks")}
@@ -751,7 +753,7 @@ def check_against_layers(spec: StudySpec, num_layers: int, *, max_positions: int
                 issues.append(SpecIssue("fixed.lora.targets", f"{target!r} matches no module of a block; "
                                         f"modules there are: {', '.join(leaves)}"))
     if issues:
-        raise SpecError(issues)
+        raise SpecError(issues, source)
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:

@@ -112,11 +112,11 @@ class _FoldRuns:
     test_probs: np.ndarray | None  # mean over the fold models (None without a test split or ensemble)
 
 
-def _prepare(spec: StudySpec) -> _Inputs:
+def _prepare(spec: StudySpec, source: str | None) -> _Inputs:
     config = config_of(spec)
     data = load_data(spec.data)
     base = load_base(spec.model.name, data.label_names, spec.model.revision)
-    check_against_layers(spec, base.num_layers)
+    check_against_layers(spec, base.num_layers, source=source)
     tokenizer = classifier_tokenizer(AutoTokenizer.from_pretrained(
         resolve_source(spec.model.name), revision=spec.model.revision, model_max_length=spec.model.max_length),
         base.template.config)
@@ -260,7 +260,7 @@ def train_final(spec: StudySpec, output: str | Path, *, quantize: Literal["int8"
     check_writable(output)
     if quantize not in (None, "int8"):
         raise ExportError(f"--quantize {quantize}: only int8 is supported")
-    inputs = _prepare(spec)
+    inputs = _prepare(spec, None if spec_file is None else str(spec_file))
     if tune_threshold_for is not None:
         check_tunable(tune_threshold_for, inputs.data.label_names)
     if inputs.test is None:
