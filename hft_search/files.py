@@ -49,6 +49,8 @@ _CAUSES = {
 
 _OS_ERROR_CODE = re.compile(r"os error (\d+)")
 """How Rust libraries (``safetensors``) quote the operating system's error in their own exception's text."""
+_OS_ERROR_TEXT = {"No space left on device": errno.ENOSPC, "Read-only file system": errno.EROFS}
+"""``strerror`` texts of the causes above, for libraries that quote the text without the number."""
 
 
 def _umask_mode(full: int) -> int:
@@ -71,6 +73,7 @@ def os_failure(error: BaseException, path: str | Path) -> OutputError | None:
         code = current.errno if isinstance(current, OSError) else None
         if code is None and (match := _OS_ERROR_CODE.search(str(current))):
             code = int(match[1])
+        code = code or next((c for text, c in _OS_ERROR_TEXT.items() if text in str(current)), None)
         if code in _CAUSES:
             return OutputError(f"cannot write {path}: {_CAUSES[code]}")
         current = current.__cause__ or current.__context__
@@ -221,8 +224,8 @@ def check_output_folder(folder: str | Path) -> Path:
     absolute. Writing through a link would put the output somewhere the user did not name."""
     folder = Path(folder).expanduser().absolute()
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise OutputError(f"output folder {folder} is {_kind_of(folder)}; hft-search writes only into a real "
-                          "folder: name the folder itself, or a new one")
+        raise OutputError(f"output folder {folder} is {_kind_of(folder)}, not a folder: hft-search writes only "
+                          "into a real folder (never through a link); name the folder itself, or a new one")
     return folder
 
 

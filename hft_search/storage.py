@@ -221,7 +221,7 @@ def storage_files(url: str) -> list[Path]:
     if not database:
         return []
     path = Path(database).expanduser().absolute()
-    return [path, *(path.with_name(path.name + suffix) for suffix in SQLITE_SIDE_FILES)]
+    return [path, *(Path(f"{path}{suffix}") for suffix in SQLITE_SIDE_FILES)]
 
 
 def _no_storage(where: str, why: str) -> StorageError:
