@@ -184,8 +184,8 @@ def refuse_inputs(path: str | Path, inputs: Inputs) -> None:
             relation = "holds"
         else:
             continue
-        raise OutputError(f"output {path} {relation} {role} {found}; an output never replaces an input, "
-                          "--force or not: write it elsewhere")
+        raise OutputError(f"output {path} {relation} {role} {found}; hft-search never writes an output "
+                          "over, around or into an input (--force or not): write it elsewhere")
 
 
 def check_output(path: str | Path, *, force: bool, kind: OutputKind = "file", inputs: Inputs = ()) -> Path:
@@ -204,10 +204,10 @@ def check_output(path: str | Path, *, force: bool, kind: OutputKind = "file", in
     if not ancestor.is_dir():
         raise OutputError(f"cannot write {path}: {ancestor} is {_kind_of(ancestor)}, not a folder; choose a path "
                           "inside a folder")
-    refuse_inputs(path, inputs)
     if kind == "folder" and (path.resolve() == Path.cwd().resolve() or path.resolve() in Path.cwd().resolve().parents):
         raise OutputError(f"output folder {path} is the current folder or holds it; name a new folder, "
                           "e.g. models/NAME")
+    refuse_inputs(path, inputs)
     if not path.exists() and not path.is_symlink():
         return path
     found = _kind_of(path)
