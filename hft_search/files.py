@@ -207,13 +207,14 @@ def check_output(path: str | Path, *, force: bool, kind: OutputKind = "file", in
     if kind == "folder" and (path.resolve() == Path.cwd().resolve() or path.resolve() in Path.cwd().resolve().parents):
         raise OutputError(f"output folder {path} is the current folder or holds it; name a new folder, "
                           "e.g. models/NAME")
+    if path.exists() or path.is_symlink():
+        found = _kind_of(path)
+        if found != f"a {kind}":
+            raise OutputError(f"output {path} is {found}; hft-search replaces only a {kind} (never a link, a "
+                              "device or another kind of entry): choose another path")
     refuse_inputs(path, inputs)
-    if not path.exists() and not path.is_symlink():
+    if not path.exists():
         return path
-    found = _kind_of(path)
-    if found != f"a {kind}":
-        raise OutputError(f"output {path} is {found}; hft-search replaces only a {kind} (never a link, a device "
-                          "or another kind of entry): choose another path")
     if force or (kind == "folder" and not any(path.iterdir())):
         return path
     raise OutputError(f"{kind} {path} already exists; pass --force to replace it (or choose another path)")

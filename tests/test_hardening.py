@@ -205,7 +205,7 @@ def test_5_train_refuses_its_spec_the_current_folder_and_a_link(fixed_spec: Path
                                                                 capsys: pytest.CaptureFixture) -> None:
     before = fixed_spec.read_text()
     assert main(["train", str(fixed_spec), "-o", str(fixed_spec), "--force"]) == 2
-    assert "is the spec" in one_error_line(capsys) and fixed_spec.read_text() == before
+    assert "is a file" in one_error_line(capsys) and fixed_spec.read_text() == before
     monkeypatch.chdir(tmp_path)
     assert main(["train", str(fixed_spec), "-o", ".", "--force"]) == 2
     assert "current folder" in one_error_line(capsys)
