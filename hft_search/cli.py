@@ -232,8 +232,8 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     from hft_search.storage import resolve_storage_url
 
     server = make_server(resolve_storage_url(args.storage, None), host=args.host, port=args.port)
-    print(f"dashboard on {server.url} (Ctrl-C to stop)", flush=True)
     try:
+        print(f"dashboard on {server.url} (Ctrl-C to stop)", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         print("dashboard stopped", file=sys.stderr)
