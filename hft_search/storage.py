@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import logging
 import os
 import random
@@ -536,6 +537,7 @@ def _journal_storage(url: str) -> JournalStorage:
     needs a privilege on Windows) and on NFSv3 or later."""
     path = _journal_path(url)
     try:
+        _check_journal(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
     except OSError as error:
@@ -547,6 +549,25 @@ def _journal_storage(url: str) -> JournalStorage:
         optuna.__version__,
     )
     return JournalStorage(backend)
+
+
+def _check_journal(path: Path) -> None:
+    """Refuse an existing file that is not an Optuna journal (a data file, a database, any text) before
+    Optuna appends its records to it: its first line must be one of Optuna's JSON records."""
+    if path.exists() and not path.is_file():
+        raise StorageError(f"{str(path)!r} is {'a folder' if path.is_dir() else 'not a regular file'}, not a "
+                           "journal file; name a journal file, or a new path")
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb") as handle:
+        first = handle.readline(1 << 20)
+    try:
+        record = json.loads(first)
+    except ValueError:  # not UTF-8, not JSON
+        record = None
+    if not (isinstance(record, dict) and "op_code" in record):
+        raise StorageError(f"{str(path)!r} is not an Optuna journal (its first line is no journal record); "
+                           "name a journal file written by hft-search, or a new path")
 
 
 def load_named_study(study_name: str, storage: BaseStorage, storage_label: str) -> optuna.Study:
