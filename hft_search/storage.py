@@ -217,7 +217,7 @@ def storage_files(url: str) -> list[Path]:
     kind = check_url(url)
     if kind == "journal":
         path = _journal_path(url).absolute()
-        return [path, path.with_name(path.name + ".lock")]
+        return [path, Path(f"{path}.lock")]
     database = _parse_url(url).database if kind == "sqlite" else None
     if not database:
         return []

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_hardening import cheap_objective
 
@@ -130,19 +130,33 @@ def test_read_only_commands_on_any_storage_create_nothing(storage: str, command:
 
 # -- file arguments of the commands that write ----------------------------------------------------------------
 
-TARGETS = ["hft.db", "hft.db-wal", "hft.db-journal", "search.yaml", "fixed.yaml", "data/train.csv", "data",
-           "model", "model/config.json", "model/out", "trained", "trained/out.csv", "texts.csv", "other.txt",
-           "folder", "full", "full/kept.txt", "link_to_data", "link_to_folder", "link_to_folder/new",
-           "link_to_db", "other.txt/new", ".", "new", "new.yaml", "new.csv"]
-"""Output paths, relative to a fresh workspace: every input of some command, links, folders, files, new."""
-
-COMMANDS = {  # how a command names its output; whether it takes --force
-    "export": (["export", "--study", "tiny", "--storage", "sqlite:///hft.db", "-o"], True),
-    "train": (["train", "fixed.yaml", "-o"], True),
-    "predict": (["predict", "trained", "--input", "texts.csv", "--output"], True),
-    "report": (["report", "--study", "tiny", "--storage", "sqlite:///hft.db", "-o"], False),
-    "run": (["run", "search.yaml", "--no-progress", "--storage"], False),
+INPUTS = {  # what each command reads: never changed, whatever output it is given, --force or not
+    "export": ["hft.db", "data", "model"],
+    "train": ["m/spec.yaml", "data", "model"],
+    "predict": ["texts.csv", "trained"],
+    "report": ["hft.db"],
+    "run": ["search.yaml", "data", "model"],
 }
+
+COMMANDS = {  # how a command names its output, whether it takes --force, and the output paths drawn for it
+    "export": (["export", "--study", "tiny", "--storage", "sqlite:///hft.db", "-o"], True,
+               ["hft.db", "hft.db-wal", "hft.db-journal", "data/train.csv", "data/test.csv", "model/best.yaml",
+                "model", "link_to_db", "link_to_data", "link_to_folder/best.yaml", "folder", "other.txt",
+                "other.txt/best.yaml", "best.yaml"]),
+    "train": (["train", "m/spec.yaml", "-o"], True,
+              ["m", "m/spec.yaml", "data", "model", "model/out", ".", "link_to_folder", "link_to_data", "folder",
+               "full", "other.txt", "new"]),
+    "predict": (["predict", "trained", "--input", "texts.csv", "--output"], True,
+                ["texts.csv", "trained/out.csv", "trained", "link_to_texts", "link_to_folder/out.csv", "folder",
+                 "full/kept.csv", "data/train.csv", "out.csv"]),
+    "report": (["report", "--study", "tiny", "--storage", "sqlite:///hft.db", "-o"], False,
+               [".", "model", "data", "folder", "full", "link_to_folder", "other.txt", "new"]),
+    "run": (["run", "search.yaml", "--no-progress", "--storage"], False,
+            ["hft.db", "search.yaml", "data/train.csv", "model/x.db", "model", "link_to_data", "other.txt",
+             "trained", "new.db"]),
+}
+"""Output paths are relative to a fresh workspace: the command's own inputs, links to inputs and folders,
+folders, an unrelated file, a new path. ``run``'s output is its storage (``.db``: SQLite, else a journal)."""
 
 FILE_SETTINGS = settings(max_examples=30, deadline=None,
                          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -164,15 +178,18 @@ def template(tiny_model_dir: Path, tiny_csv: Path, tiny_test_csv: Path,
             "cache_dir": "cache"}
     search = {**base, "search_space": {"freeze.layers": {"int": [0, 2]}}, "fixed": {"training.epochs": 1}}
     (root / "search.yaml").write_text(yaml.safe_dump(search))
-    (root / "fixed.yaml").write_text(yaml.safe_dump({**base, "fixed": {"training.epochs": 1}}))
-    fixed = spec_from_dict({**base, "fixed": {"training.epochs": 1}}, base_dir=root)
-    train_final(fixed, root / "trained")
+    (root / "m").mkdir()  # `train m/spec.yaml -o m --force` once deleted its own spec
+    fixed = {**base, "data": {"train": "../data/train.csv", "test": "../data/test.csv"},
+             "model": {"name": "../model", "max_length": 16}, "fixed": {"training.epochs": 1}}
+    (root / "m" / "spec.yaml").write_text(yaml.safe_dump(fixed))
+    train_final(spec_from_dict(fixed, base_dir=root / "m"), root / "trained")
     (root / "texts.csv").write_text("text\ngood film\nbad plot\n")
     (root / "other.txt").write_text("not an output")
     (root / "folder").mkdir()
     (root / "full").mkdir()
     (root / "full" / "kept.txt").write_text("kept")
-    for link, target in (("link_to_data", "data/train.csv"), ("link_to_folder", "folder"), ("link_to_db", "hft.db")):
+    for link, target in (("link_to_data", "data/train.csv"), ("link_to_folder", "folder"), ("link_to_db", "hft.db"),
+                         ("link_to_texts", "texts.csv")):
         (root / link).symlink_to(target)
     shutil.rmtree(root / "cache", ignore_errors=True)
     return root
@@ -209,10 +226,14 @@ def _may_change(relative: str, output: str, command: str, force: bool, existed: 
 
 
 @FILE_SETTINGS
-@given(command=st.sampled_from(sorted(COMMANDS)), target=st.sampled_from(TARGETS), force=st.booleans())
-def test_an_output_changes_nothing_but_itself(command: str, target: str, force: bool, template: Path,
-                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+@given(data=st.data(), command=st.sampled_from(sorted(COMMANDS)), force=st.sampled_from([True, True, False]))
+@example(data=None, command="export", force=True).via("issue 23: export -o self.db --force")
+@example(data=None, command="train", force=True).via("issue 23: train m/spec.yaml -o m --force")
+def test_an_output_changes_nothing_but_itself(data: st.DataObject | None, command: str, force: bool,
+                                              template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture) -> None:
+    args, takes_force, targets = COMMANDS[command]
+    target = targets[0] if data is None else data.draw(st.sampled_from(targets), label="output")
     work = tmp_path / "work"
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(template, work, symlinks=True)
@@ -224,7 +245,6 @@ def test_an_output_changes_nothing_but_itself(command: str, target: str, force: 
     with contextlib.closing(sqlite3.connect(work / "hft.db")) as connection:
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     before = _state(work)
-    args, takes_force = COMMANDS[command]
     output = target if command != "run" else ("sqlite:///" if target.endswith(".db") else "journal:") + target
     code = main([*args, output, *(["--force"] if force and takes_force else [])])
     err = capsys.readouterr().err
@@ -239,3 +259,5 @@ def test_an_output_changes_nothing_but_itself(command: str, target: str, force: 
     existed = named in before and not (before[named][0] == "folder" and occupied == [named])  # empty: absent
     wrong = [k for k in changed if code != 0 or not _may_change(k, named, command, force and takes_force, existed)]
     assert wrong == [], (command, output, force, code, err, wrong)
+    touched = [k for k in changed if any(k == i or k.startswith(i + "/") for i in INPUTS[command])]
+    assert touched == [], (command, output, force, code, err, touched)  # an input, named as the output or not
