@@ -141,7 +141,7 @@ def _cmd_launch(args: argparse.Namespace) -> int:
     print(f"{outcome.counted} of {outcome.n_trials} trials counted; workers: {threads or 'none finished'}")
     for error in outcome.errors:
         print(f"worker error: {error}", file=sys.stderr)
-    return 0 if outcome.done else 1
+    return 0 if outcome.done else EXIT_FAILED
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
