@@ -16,7 +16,7 @@ _EXPORTS: dict[str, str] = {
     "HFTSearchError": "exceptions", "SpecError": "exceptions", "DataError": "exceptions",
     "ModelError": "exceptions", "StorageError": "exceptions", "TrialFailure": "exceptions",
     "ExportError": "exceptions", "ClusterError": "exceptions", "ConsecutiveFailures": "exceptions",
-    "DeviceMemoryError": "exceptions",
+    "DeviceMemoryError": "exceptions", "OutputError": "exceptions", "DashboardError": "exceptions",
     # spec
     "StudySpec": "spec", "HybridConfig": "spec", "load_spec": "spec", "spec_from_dict": "spec",
     # data and models
@@ -53,11 +53,13 @@ if TYPE_CHECKING:
     from hft_search.exceptions import (
         ClusterError,
         ConsecutiveFailures,
+        DashboardError,
         DataError,
         DeviceMemoryError,
         ExportError,
         HFTSearchError,
         ModelError,
+        OutputError,
         SpecError,
         StorageError,
         TrialFailure,

@@ -1,8 +1,18 @@
 """``hft-search``: the command line. It parses arguments and calls the public API, nothing more.
 
 Every error raised on purpose (:class:`~hft_search.exceptions.HFTSearchError`) is printed as one clear
-message and exits 2 (1 for a run that failed: a worker that stopped failing fast), with no traceback;
-``--verbose`` shows the traceback for bug reports.
+message, with no traceback; ``--verbose`` shows the traceback for bug reports.
+
+Exit status (also in ``hft-search --help``):
+
+* 0: done;
+* 1 (:data:`EXIT_FAILED`): the work ran and failed: a worker stopped after ``study.max_consecutive_failures``
+  failing trials in a row, a study ended with no completed trial because its trials failed, ``verify``'s
+  re-run disagrees with the record, ``launch`` ended short of ``n_trials``;
+* 2 (:data:`EXIT_USAGE`): bad input or a place that cannot be used (a spec, data, a path, a storage, a full
+  or read-only disk), one ``error:`` line; nothing was created, lost or half-written;
+* 3 (:data:`EXIT_SHORT`): ``run``/``worker`` ended with fewer than ``n_trials`` counted trials;
+* 130: interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -23,6 +33,8 @@ if TYPE_CHECKING:
 
     from hft_search.spec import StudySpec
 
+EXIT_FAILED = 1
+"""The work ran and failed (see the module docstring); the same as ``ConsecutiveFailures.exit_code``."""
 EXIT_USAGE = 2
 EXIT_SHORT = 3
 """``run``/``worker`` ended with fewer than ``n_trials`` counted trials (not because of ``study.timeout``)."""
@@ -53,25 +65,29 @@ def _non_negative_float(text: str) -> float:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from hft_search import validate
-    from hft_search.storage import mask_spec_dump
 
     spec = validate(args.spec, check_model=not args.no_model_check)
     if not args.no_model_check:
         from hft_search.models import model_info
 
         print(f"# model: {model_info(spec.model.name, spec.model.revision).describe()}")
-    body = mask_spec_dump(spec.model_dump(mode="json", by_alias=True, exclude_none=True))
+    body = spec.model_dump(mode="json", by_alias=True, exclude_none=True)  # passwords masked by their type
     print(yaml.safe_dump(body, sort_keys=False, allow_unicode=True), end="")
     return 0
 
 
 def _finish(study: optuna.Study, spec: StudySpec, args: argparse.Namespace, started: float) -> int:
-    """Print the best trial; exit :data:`EXIT_SHORT` with one line when the study is short of ``n_trials``."""
+    """Print the best trial; exit :data:`EXIT_FAILED` with one line when every trial failed, and
+    :data:`EXIT_SHORT` when the study is short of ``n_trials``."""
     from hft_search import describe_best, resolve_storage_url
     from hft_search.study import target_trials
-    from hft_search.workers import shortfall
+    from hft_search.workers import no_result, shortfall
 
     print(describe_best(study, resolve_storage_url(args.storage, spec.study.storage)))
+    failed = no_result(study)
+    if failed is not None:
+        print(f"error: {failed}", file=sys.stderr)
+        return EXIT_FAILED
     why = shortfall(study, target_trials(spec, getattr(args, "n_trials", None)))
     timed_out = spec.study.timeout is not None and time.monotonic() - started >= spec.study.timeout
     if why is None or timed_out:
@@ -81,27 +97,27 @@ def _finish(study: optuna.Study, spec: StudySpec, args: argparse.Namespace, star
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from hft_search import load_spec, run_study
+    from hft_search import run_study, validate
 
-    spec = load_spec(args.spec)
+    spec = validate(args.spec)  # every check of `validate` before a study exists
     started = time.monotonic()
     study = run_study(spec, n_trials=args.n_trials, storage=args.storage, study_name=args.study_name,
-                      progress=sys.stderr.isatty() and not args.no_progress)
+                      progress=sys.stderr.isatty() and not args.no_progress, spec_file=args.spec)
     return _finish(study, spec, args, started)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from hft_search import load_spec
+    from hft_search import validate
     from hft_search.study import run_worker
 
-    spec = load_spec(args.spec)
+    spec = validate(args.spec)
     if args.threads is not None:
         from hft_search.launch import use_threads
 
         logging.getLogger("hft_search.cli").info("worker uses %d torch threads (--threads)", use_threads(args.threads))
     started = time.monotonic()
     study = run_worker(spec, storage=args.storage, study_name=args.study_name,
-                       progress=sys.stderr.isatty() and not args.no_progress)
+                       progress=sys.stderr.isatty() and not args.no_progress, spec_file=args.spec)
     return _finish(study, spec, args, started)
 
 
@@ -115,17 +131,17 @@ def _cmd_requeue(args: argparse.Namespace) -> int:
 
 
 def _cmd_launch(args: argparse.Namespace) -> int:
-    from hft_search import load_spec
+    from hft_search import validate
     from hft_search.launch import launch
 
-    outcome = launch(load_spec(args.spec), workers=args.workers, address=args.address,
+    outcome = launch(validate(args.spec), workers=args.workers, address=args.address,
                      gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
-                     storage=args.storage, study_name=args.study_name)
+                     storage=args.storage, study_name=args.study_name, spec_file=args.spec)
     threads = ", ".join(f"{w.name}@{w.host}: {w.threads} threads" for w in outcome.workers)
     print(f"{outcome.counted} of {outcome.n_trials} trials counted; workers: {threads or 'none finished'}")
     for error in outcome.errors:
         print(f"worker error: {error}", file=sys.stderr)
-    return 0 if outcome.done else 1
+    return 0 if outcome.done else EXIT_FAILED
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -167,16 +183,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     trained = train_final(load_spec(args.spec), args.output, quantize=args.quantize, int8_scheme=args.int8_scheme,
                           ensemble_folds=args.ensemble_folds, tune_threshold_for=args.tune_threshold,
-                          force=args.force, storage=args.storage)
+                          force=args.force, storage=args.storage, spec_file=args.spec)
     print(describe_trained(trained))
     return 0
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from hft_search import load_spec
-    from hft_search.export import verify_spec
+    from hft_search.export import load_exported, verify_spec
 
-    verification = verify_spec(load_spec(args.spec), folds=args.folds)
+    verification = verify_spec(load_exported(args.spec), folds=args.folds)
     print(verification.table())
     return 0 if verification.agrees else 1
 
@@ -217,12 +232,25 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     from hft_search.storage import resolve_storage_url
 
     server = make_server(resolve_storage_url(args.storage, None), host=args.host, port=args.port)
-    print(f"dashboard on {server.url} (Ctrl-C to stop)", flush=True)
     try:
+        print(f"dashboard on {server.url} (Ctrl-C to stop)", flush=True)
         server.serve_forever()
+    except KeyboardInterrupt:
+        print("dashboard stopped", file=sys.stderr)
     finally:
         server.server_close()
     return 0
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port: use 1 to 65535 (0: any free port)")
+    return value
 
 
 def _add_storage(parser: argparse.ArgumentParser, required_study: bool) -> None:
@@ -237,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hft-search",
         description="Search the best hybrid fine-tuning configuration (frozen layers, importance masks, "
                     "distillation, LoRA) of a pretrained transformer with Optuna and k-fold cross-validation.",
+        epilog="exit status: 0 done; 1 the work ran and failed (every trial failed, a worker failed fast, verify "
+               "disagrees, launch short of n_trials); 2 bad input or an unusable place (one error: line, nothing "
+               "written); 3 run/worker short of n_trials; 130 interrupted",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -304,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dashboard", help="live dashboard of every study in a storage, refreshing as trials finish")
     _add_storage(p, required_study=False)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=_port, default=8080, help="TCP port (default 8080; 0: any free port)")
     p.set_defaults(handler=_cmd_dashboard)
 
     p = sub.add_parser("export", help="write the best (or a given) trial as a runnable spec with provenance")
@@ -375,7 +406,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
+    from optuna.exceptions import StorageInternalError
+
     from hft_search.exceptions import HFTSearchError
+    from hft_search.storage import storage_failure
 
     try:
         return args.handler(args)
@@ -385,8 +419,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return getattr(error, "exit_code", EXIT_USAGE)  # 1 for a run that failed (ConsecutiveFailures)
     except KeyboardInterrupt:
-        print("interrupted: finished trials are stored; run the same command again to continue", file=sys.stderr)
+        print(f"interrupted: {_INTERRUPTED.get(args.command, 'nothing was written')}", file=sys.stderr)
         return 130
+    except StorageInternalError as error:  # a storage that failed after it opened (the opening checks it)
+        if args.verbose:
+            raise
+        print(f"error: {storage_failure(error, getattr(args, 'storage', None))}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+_INTERRUPTED = {
+    command: "finished trials are stored; run the same command again to continue"
+    for command in ("run", "worker", "launch")
+}
+"""What Ctrl-C leaves behind, by command (others write their output atomically: nothing)."""
 
 
 if __name__ == "__main__":

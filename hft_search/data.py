@@ -219,8 +219,9 @@ def read_table(path: str | Path, what: str, text_columns: Sequence[str] | None =
     file = Path(path)
     if not file.is_file():
         found = "is a folder, not a file" if file.is_dir() else "does not exist"
-        raise DataError(f"{what}: file {file} {found}; check the path (relative paths in a spec are resolved "
-                        "against the spec file's folder)")
+        hint = " (relative paths in a spec are resolved against the spec file's folder)" if what.startswith("data.") \
+            else ""
+        raise DataError(f"{what}: file {file} {found}; check the path{hint}")
     suffix = file.suffix.lower()
     fmt = _FORMATS.get(suffix)
     if fmt is None:
@@ -239,10 +240,15 @@ def read_table(path: str | Path, what: str, text_columns: Sequence[str] | None =
         if suffix == ".tsv":
             kwargs.update(delimiter="\t", quoting=3)
     datasets.disable_progress_bars()  # one "Generating train split" bar per file read says nothing to a user
+    reader_log = logging.getLogger("datasets")
+    level = reader_log.level
+    reader_log.setLevel(logging.CRITICAL)  # it logs a malformed file's error too; the DataError below says it
     try:
         return datasets.load_dataset(fmt, data_files=str(file), split="train", **kwargs)
     except Exception as error:  # datasets raises many types for malformed files
         raise DataError(f"{what}: {file} could not be read as {file.suffix}: {_causes(error)}") from None
+    finally:
+        reader_log.setLevel(level)
 
 
 def _causes(error: BaseException) -> str:
@@ -304,7 +310,44 @@ def _label_names(train_labels: list, where: str) -> tuple[str, ...]:
     if len(values) < 2:
         raise DataError(f"data.label_column: {where} has a single class ({values[0]!r}); "
                         "a classifier needs two or more")
+    fractional = [v for v in values if isinstance(v, float) and not v.is_integer()]
+    if fractional:
+        raise DataError(f"data.label_column: {where} holds {len(fractional)} label values that are not whole "
+                        f"numbers (e.g. {', '.join(f'{v:g}' for v in fractional[:3])}): a continuous target, "
+                        "and hft-search trains classifiers; map the values to classes (names or whole numbers)")
     return tuple(str(v) for v in values)
+
+
+def deduplicated(split: TextSplit, spec: DataSpec) -> TextSplit:
+    """``split`` without exact copies of earlier rows (same text, pair and label) when ``data.deduplicate``;
+    otherwise as it is, with a warning that counts them. Copies land in different folds, so each is scored by
+    a model that trained on its twin: the CV estimate is inflated by memorisation, not generalisation."""
+    pairs = split.pairs if split.pairs is not None else [None] * len(split)
+    seen: set[tuple[str, str | None, int]] = set()
+    keep = [i for i, row in enumerate(zip(split.texts, pairs, split.labels.tolist(), strict=True))
+            if not (row in seen or seen.add(row))]
+    copies = len(split) - len(keep)
+    if not copies:
+        return split
+    if spec.deduplicate:
+        logger.info("data.deduplicate: dropped %d exact copies of earlier training rows", copies)
+        return split.subset(keep)
+    logger.warning("data.train: %d training row(s) are exact copies of earlier rows (same text and label); copies "
+                   "land in different folds and inflate the CV score: set data.deduplicate: true to drop them",
+                   copies)
+    return split
+
+
+def check_classes(labels: np.ndarray, names: Sequence[str], where: str, fix: str) -> None:
+    """Raise one line naming every class of ``labels`` with fewer than 2 rows: stratified sampling and
+    stratified folds cannot place a class that has a single row (scikit-learn's traceback says "the least
+    populated class in y has only 1 member")."""
+    counts = np.bincount(labels, minlength=len(names))
+    rare = [names[i] for i in np.flatnonzero(counts < 2)]
+    if rare:
+        listed = ", ".join(repr(name) for name in rare[:5]) + (f" and {len(rare) - 5} more" if len(rare) > 5 else "")
+        raise DataError(f"data.label_column: {where} has fewer than 2 rows of class {listed}; stratified folds need "
+                        f"at least cv.folds rows of every class: {fix}")
 
 
 def _to_ids(labels: list, names: tuple[str, ...], where: str) -> np.ndarray:
@@ -316,12 +359,21 @@ def _to_ids(labels: list, names: tuple[str, ...], where: str) -> np.ndarray:
     return np.array([index[str(v)] for v in labels], dtype=np.int64)
 
 
-def stratified_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Indices of a seeded subsample of ``n`` rows that keeps the class proportions (sorted, reproducible)."""
+def stratified_subsample(labels: np.ndarray, n: int, seed: int, what: str = "max_train_samples") -> np.ndarray:
+    """Indices of a seeded subsample of ``n`` rows that keeps the class proportions (sorted, reproducible).
+
+    Raises:
+        DataError: ``n`` rows, or the rows left out, cannot hold every class (``what`` names the field).
+    """
     if n >= len(labels):
         return np.arange(len(labels))
     from sklearn.model_selection import train_test_split
 
+    classes = len(np.unique(labels))
+    if min(n, len(labels) - n) < classes:
+        raise DataError(f"data.{what}: {n} of {len(labels)} rows cannot be drawn stratified by {classes} classes "
+                        f"(the rows kept and the rows left out must each hold every class); use at most "
+                        f"{len(labels) - classes} and at least {classes}, or drop the setting")
     keep, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed)
     return np.sort(keep)
 
@@ -349,19 +401,21 @@ def load_data(spec: DataSpec) -> LabelledData:
         source = spec.train
     texts, raw_labels, pairs = _columns(train_table, spec, f"the training data ({source})")
     names = _label_names(raw_labels, f"the training data ({source})")
-    train = TextSplit(texts, _to_ids(raw_labels, names, "the training data"), pairs)
+    train = deduplicated(TextSplit(texts, _to_ids(raw_labels, names, "the training data"), pairs), spec)
+    check_classes(train.labels, names, f"the training data ({source})", "add rows of it or drop its rows")
     if spec.max_train_samples is not None:
         train = train.subset(stratified_subsample(train.labels, spec.max_train_samples, spec.seed))
+        check_classes(train.labels, names, f"the {len(train)}-row subsample (data.max_train_samples)",
+                      "raise data.max_train_samples, or drop the rare class's rows")
     test = None
     if test_table is not None:
         t_texts, t_labels, t_pairs = _columns(test_table, spec, "the test data")
         test = TextSplit(t_texts, _to_ids(t_labels, names, "the test data"), t_pairs)
-        if spec.max_test_samples is not None:
-            test = test.subset(stratified_subsample(test.labels, spec.max_test_samples, spec.seed))
+        if spec.max_test_samples is not None and spec.max_test_samples < len(test):
+            check_classes(test.labels, names, "the test data", "drop data.max_test_samples or the rare class's rows")
+            test = test.subset(stratified_subsample(test.labels, spec.max_test_samples, spec.seed,
+                                                    "max_test_samples"))
     counts = Counter(train.labels.tolist())
-    if min(counts.values()) < 2:
-        raise DataError(f"data.label_column: class {names[min(counts, key=counts.get)]!r} has a single training row; "
-                        "every class needs at least as many rows as cv.folds")
     logger.info("data %s: %d training rows, %s test rows, labels %s", source, len(train),
                 len(test) if test else "no", dict(zip(names, (counts[i] for i in range(len(names))), strict=True)))
     unlabeled = _unlabeled(spec, train, test) if spec.unlabeled else None

@@ -76,3 +76,12 @@ class DeviceMemoryError(HFTSearchError, RuntimeError):
 
 class ExportError(HFTSearchError, ValueError):
     """An export, train or predict request cannot be carried out as asked."""
+
+
+class OutputError(ExportError):
+    """An output cannot be written where asked: it would replace one of the command's inputs or something that
+    is not an output, its folder is read-only, or the disk is full. Nothing was written."""
+
+
+class DashboardError(HFTSearchError, RuntimeError):
+    """The dashboard cannot listen where asked (port in use or out of range, unknown host)."""

@@ -37,6 +37,7 @@ from types import ModuleType
 from typing import Any
 
 from hft_search.exceptions import ClusterError, HFTSearchError, StorageError
+from hft_search.inputs import check_storage_target
 from hft_search.spec import StudySpec
 from hft_search.storage import install_log_masking, mask_url, resolve_storage_url
 from hft_search.study import load_study, open_study, run_study, target_trials
@@ -183,7 +184,8 @@ def _run_ray_worker(name: str, spec: StudySpec, url: str, study_name: str,
 
 def launch(spec: StudySpec, *, workers: int, address: str | None = None, gpus_per_worker: float = 0.0,
            cpus_per_worker: float | None = None, storage: str | None = None, study_name: str | None = None,
-           objective_factory: Callable[[], Objective] | None = None) -> LaunchOutcome:
+           objective_factory: Callable[[], Objective] | None = None,
+           spec_file: str | Path | None = None) -> LaunchOutcome:
     """Run the spec's study with ``workers`` workers placed by Ray, until ``n_trials`` count or all leave.
 
     Args:
@@ -197,6 +199,7 @@ def launch(spec: StudySpec, *, workers: int, address: str | None = None, gpus_pe
         study_name: the study (default: the spec's name).
         objective_factory: builds each worker's objective in its process instead of the CV objective (tests,
             benchmarks of the storage); must be picklable.
+        spec_file: the file ``spec`` was read from; a storage file may not replace it (:mod:`hft_search.inputs`).
 
     Raises:
         ClusterError: Ray is missing or the arguments cannot be placed. StorageError: an SQLite URL on
@@ -213,6 +216,7 @@ def launch(spec: StudySpec, *, workers: int, address: str | None = None, gpus_pe
     ray = import_ray()
     url = resolve_storage_url(storage, spec.study.storage)
     url = absolute_file_url(url) if _file_backed(url) else url
+    check_storage_target(url, spec, spec_file)
     name = study_name or spec.name
     started_here = not ray.is_initialized()
     if started_here:

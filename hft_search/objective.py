@@ -295,7 +295,7 @@ VERDICT_ATTRS = frozenset({
     "metric", "fold_scores", "fold_best_epochs", "fold_epochs_run", "fold_times_s", "seeds", "config",
     "score_mean", "score_std", "trainable_params", "total_params", "trainable_fraction", "student_params",
     "importance_cut", "peak_memory_mb", "learning_rate_effective", "teacher", "teacher_scores", "device",
-    "versions", "data_fingerprint", TORCH_THREADS_ATTR, LIFT_ATTR,
+    "versions", "data_fingerprint", "pooling", TORCH_THREADS_ATTR, LIFT_ATTR,
 })
 """The attributes of a COMPLETE trial that a repeat of its configuration copies: what the configuration scored
 and how (``docs/user_attrs.md``), everything ``status``, reports, ``export`` and ``verify`` read from a complete

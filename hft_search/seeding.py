@@ -58,20 +58,36 @@ def filter_params(spec: StudySpec, params: dict[str, Any], source: str) -> dict[
     return kept
 
 
-def warm_start_params(spec: StudySpec, default_storage: str) -> list[tuple[str, dict[str, Any]]]:
-    """The ``top`` best COMPLETE trials of the warm-start study as (source, filtered params), best first."""
+def open_warm_start(spec: StudySpec, default_storage: str) -> optuna.Study | None:
+    """The earlier study named by ``study.warm_start``, opened without creating anything (a missing storage
+    or study is an error, not a new empty one); None without a warm start. ``run`` calls it before it creates
+    its own study, so a warm start that cannot load leaves no database behind."""
     warm = spec.study.warm_start
     if warm is None:
-        return []
+        return None
     url = warm.storage or default_storage
     try:
-        earlier = optuna.load_study(study_name=warm.study, storage=make_storage(url))
+        storage = make_storage(url, must_exist=True)
+    except StorageError as error:  # its hint is about --storage, which names this study's storage
+        cause = str(error).split("; check --storage")[0]
+        raise StorageError(f"study.warm_start.storage: {cause}; check study.warm_start.storage") from None
+    try:
+        earlier = optuna.load_study(study_name=warm.study, storage=storage)
     except KeyError:
         raise StorageError(f"study.warm_start.study: no study {warm.study!r} in {mask_url(url)}; check the name "
                            "and study.warm_start.storage") from None
     if len(earlier.directions) > 1:
         raise StorageError(f"study.warm_start.study: {warm.study!r} is multi-objective; warm-start from a "
                            "single-objective study")
+    return earlier
+
+
+def warm_start_params(spec: StudySpec, default_storage: str) -> list[tuple[str, dict[str, Any]]]:
+    """The ``top`` best COMPLETE trials of the warm-start study as (source, filtered params), best first."""
+    earlier = open_warm_start(spec, default_storage)
+    if earlier is None:
+        return []
+    warm = spec.study.warm_start
     trials = [t for t in earlier.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
               if not (spec.study.baseline and is_baseline(t))]  # this study runs its own baseline
     maximize = earlier.direction == optuna.study.StudyDirection.MAXIMIZE

@@ -9,7 +9,7 @@ engine accepts".
 All problems of a spec are collected and raised together as one :class:`~hft_search.exceptions.SpecError`
 whose lines name the field path (``search_space.training.learning_rate: low must be below high``).
 
-This module imports nothing of the project except :mod:`hft_search.exceptions`.
+This module imports nothing of the project except :mod:`hft_search.exceptions` and :mod:`hft_search.urls`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,24 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SerializationInfo,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from hft_search.exceptions import SpecError, SpecIssue
+from hft_search.urls import mask_url, storage_url_problem
 
 SPEC_FORMAT_VERSION = 1
 
@@ -41,12 +53,94 @@ MAX_LORA_RANK = 4096
 """Upper bounds of knobs that have no natural one, so that a typo (a missing decimal point, an extra zero)
 fails in ``validate`` instead of running for hours; the model check bounds ``lora.r`` by the hidden size."""
 
+MIN_LEARNING_RATE = 1e-9
+MAX_LEARNING_RATE = 1.0
+"""Bounds of every learning rate (``training.learning_rate``, ``distill.teacher_learning_rate``). AdamW moves
+each weight by about the learning rate per step: above 1 a single step wipes out the pretrained weights, and
+below 1e-9 a fine-tune of any length changes nothing that float32 can show. Both are typos, not settings."""
+
+# --------------------------------------------------------------------------------------------------------------
+# Types that carry a rule wherever they are used: secrets masked in every dump, no true/false for a number.
+# --------------------------------------------------------------------------------------------------------------
+
+REVEAL_SECRETS = "reveal_secrets"
+"""``model_dump(context={REVEAL_SECRETS: True})`` keeps passwords; only :meth:`StudySpec.to_yaml` asks for it."""
+
+
+def _masked(value: Any, info: SerializationInfo) -> Any:
+    """``value`` with the password of every URL in it masked, unless the dump asked to reveal secrets."""
+    if (info.context or {}).get(REVEAL_SECRETS):
+        return value
+    if isinstance(value, str):
+        return mask_url(value)
+    if isinstance(value, Mapping):
+        return {key: _masked(item, info) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(item, info) for item in value]
+    return value
+
+
+MASKED = PlainSerializer(_masked, when_used="always")
+"""Serializer of secret-bearing fields: every ``model_dump`` of the spec (``validate``'s output, the study's
+``spec`` attribute, exported specs, ``hft_search.json``) shows ``***`` for the password. Masking follows the
+*type*, so a new URL field declared :data:`SecretUrl` cannot leak however the spec is dumped."""
+
+
+def _check_storage_url(url: str) -> str:
+    problem = storage_url_problem(url)
+    if problem is not None:
+        raise ValueError(problem)
+    return url
+
+
+SecretUrl = Annotated[str, MASKED]
+"""A URL that may carry a password. Every URL-valued field of the spec has this type (or :data:`StorageUrl`)."""
+StorageUrl = Annotated[SecretUrl, AfterValidator(_check_storage_url)]
+"""A study storage URL: secret, and of a kind ``run`` can open (no ``mysql://``, no in-memory SQLite)."""
+
+
+def _admits_bool(annotation: Any) -> bool:
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_admits_bool(arg) for arg in get_args(annotation) if get_origin(annotation) is not Literal)
+
+
+def _numbers(annotation: Any) -> bool:
+    """Whether ``annotation`` holds numbers only (``int``, ``float``, a tuple of them): no place for a bool."""
+    if annotation in (int, float):
+        return True
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _numbers(args[0])
+    return origin is tuple and bool(args) and all(_numbers(arg) for arg in args if arg is not Ellipsis)
+
+
+class _SpecModel(BaseModel):
+    """Base of every spec model: a YAML boolean is never taken as a number.
+
+    YAML reads ``true``, ``yes`` and ``on`` as booleans, and pydantic turns a boolean into 1 or 0 for a number
+    field: ``freeze.layers: true`` would silently freeze one layer. A field that is not itself a switch refuses
+    them (in a pair of bounds too).
+    """
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        annotation = cls.model_fields[info.field_name].annotation
+        values = value if isinstance(value, list | tuple) and get_origin(annotation) is tuple else [value]
+        if any(isinstance(v, bool) for v in values) and not _admits_bool(annotation) \
+                and (_numbers(annotation) or isinstance(value, bool)):
+            raise ValueError("true/false where a number belongs (YAML reads true, yes and on as booleans); "
+                             "write a number")
+        return value
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Knob groups: one model per strategy, one field per knob. Field constraints are the knob's valid range.
 # --------------------------------------------------------------------------------------------------------------
 
 
-class _Group(BaseModel):
+class _Group(_SpecModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     enabled: bool = False
@@ -80,7 +174,8 @@ class DistillConfig(_Group):
     teacher: str | None = Field(None, description="path of a fine-tuned teacher checkpoint (None: fine-tune one)")
     # The teacher fine-tune's own settings. They are knobs of their own, not the student's training.* values,
     # so that the teacher a trial distilled from is pinned by `export` and fitted again, unchanged, by `train`.
-    teacher_learning_rate: float = Field(5e-5, gt=0.0, description="peak learning rate of the teacher fine-tune")
+    teacher_learning_rate: float = Field(5e-5, ge=MIN_LEARNING_RATE, le=MAX_LEARNING_RATE,
+                                         description="peak learning rate of the teacher fine-tune")
     teacher_epochs: int = Field(3, ge=1, le=MAX_EPOCHS, description="epochs of the teacher fine-tune (all of them)")
     teacher_batch_size: int = Field(32, ge=1, le=MAX_BATCH_SIZE, description="batch size of the teacher fine-tune")
     teacher_seed: int | None = Field(
@@ -109,12 +204,13 @@ class LoraConfig(_Group):
     lr_ratio: float = Field(1.0, ge=1.0, description="LoRA+: the B matrices train at this times the rate of A (1: off)")
 
 
-class TrainingConfig(BaseModel):
+class TrainingConfig(_SpecModel):
     """The usual training settings. Always on, so it has no ``enabled`` switch."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    learning_rate: float = Field(5e-5, gt=0.0, description="peak AdamW learning rate")
+    learning_rate: float = Field(5e-5, ge=MIN_LEARNING_RATE, le=MAX_LEARNING_RATE,
+                                 description="peak AdamW learning rate, in [1e-9, 1]")
     weight_decay: float = Field(0.01, ge=0.0, description="decoupled weight decay (not on biases and LayerNorm)")
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of steps of linear warm-up")
     epochs: int = Field(3, ge=1, le=MAX_EPOCHS, description="maximum epochs")
@@ -189,7 +285,7 @@ class HybridConfig(BaseModel):
 # --------------------------------------------------------------------------------------------------------------
 
 
-class _Dist(BaseModel):
+class _Dist(_SpecModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
 
@@ -263,7 +359,7 @@ _DIST_KINDS: dict[str, type[_Dist]] = {"float": FloatDist, "int": IntDist, "cate
 # --------------------------------------------------------------------------------------------------------------
 
 
-class _Section(BaseModel):
+class _Section(_SpecModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -286,6 +382,8 @@ class DataSpec(_Section):
     unlabeled_column: str | None = Field(None, description="its text column (None: text_column)")
     max_unlabeled_samples: int | None = Field(None, ge=1, description="seeded subsample of the unlabeled rows")
     seed: int = 0
+    deduplicate: bool = Field(False, description="drop exact copies of earlier training rows (same text and "
+                              "label); off: they are counted in a warning")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
@@ -320,7 +418,7 @@ class WarmStart(_Section):
     """Seed a new study with the ``top`` best configurations of an earlier study (``hft-search`` stored)."""
 
     study: str = Field(min_length=1, description="name of the earlier study")
-    storage: str | None = Field(None, description="its storage URL (None: this study's storage)")
+    storage: StorageUrl | None = Field(None, description="its storage URL (None: this study's storage)")
     top: int = Field(3, ge=1, description="how many of its best COMPLETE trials to enqueue")
 
 
@@ -336,7 +434,8 @@ class StudyOptions(_Section):
     )
     n_trials: int = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0, description="seconds; stop starting new trials after this")
-    storage: str | None = Field(None, description="URL; None: $HFT_SEARCH_STORAGE, else sqlite:///hft.db in the CWD")
+    storage: StorageUrl | None = Field(
+        None, description="URL; None: $HFT_SEARCH_STORAGE, else sqlite:///hft.db in the CWD")
     seed: int = 0
     allow_repeats: bool = Field(
         False, description="fine-tune a configuration the study already scored when the sampler proposes it "
@@ -375,8 +474,17 @@ class StudySpec(_Section):
     study: StudyOptions = StudyOptions()
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     cache_dir: str | None = Field(None, description="on-disk cache (None: .hft_cache beside the storage or spec)")
-    version: int = SPEC_FORMAT_VERSION
-    provenance: dict[str, Any] | None = Field(None, description="written by `hft-search export`; informational")
+    version: int = Field(SPEC_FORMAT_VERSION, ge=1, description="spec format; a newer one is refused")
+    provenance: Annotated[dict[str, Any] | None, MASKED] = Field(
+        None, description="written by `hft-search export`; informational (its URLs are secrets)")
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value > SPEC_FORMAT_VERSION:
+            raise ValueError(f"format {value} is newer than this hft-search reads ({SPEC_FORMAT_VERSION}): "
+                             f"upgrade hft-search, or write version: {SPEC_FORMAT_VERSION}")
+        return value
 
     def enabled_groups(self) -> dict[str, bool | None]:
         """Each switchable group → True/False when decided by the spec, None when the search decides."""
@@ -405,14 +513,17 @@ class StudySpec(_Section):
         """A hash of what makes trials comparable (data, model, cv, search space, fixed knobs): a study may
         only be resumed with a spec of the same hash. ``model.family`` is left out: it is read from the model,
         so a spec that names it describes the same trials as one that does not."""
+        exclude: dict[str, set[str]] = {"model": {"family"}}
+        if not self.data.deduplicate:  # added later: studies created before it keep their hash
+            exclude["data"] = {"deduplicate"}
         payload = self.model_dump(mode="json", include={"data", "model", "cv", "search_space", "fixed"},
-                                  exclude={"model": {"family"}})
+                                  exclude=exclude)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:
-        """The spec as a runnable YAML file, its storage URL as given (password included: the file must run);
-        what is shown or stored goes through :func:`hft_search.storage.mask_spec_dump` instead."""
-        body = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        """The spec as a runnable YAML file, its storage URLs as given (password included: the file must run);
+        every other dump masks them (:data:`SecretUrl`)."""
+        body = self.model_dump(mode="json", by_alias=True, exclude_none=True, context={REVEAL_SECRETS: True})
         return yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
 
 
@@ -643,7 +754,8 @@ def knob_range(spec: StudySpec, name: str) -> tuple[Any, Any] | None:
 
 
 def check_against_layers(spec: StudySpec, num_layers: int, *, max_positions: int | None = None,
-                         hidden_size: int | None = None, block_modules: Sequence[str] | None = None) -> None:
+                         hidden_size: int | None = None, block_modules: Sequence[str] | None = None,
+                         source: str | None = None) -> None:
     """Reject knob values the model cannot honour, so that ``validate`` catches what every trial would fail on.
 
     Args:
@@ -652,6 +764,7 @@ def check_against_layers(spec: StudySpec, num_layers: int, *, max_positions: int
         hidden_size: the model's width (``lora.r`` above it adapts nothing more and costs more than full
             fine-tuning).
         block_modules: names of the modules inside one block; ``lora.targets`` must match one each.
+        source: the spec file, named in the error.
     """
     issues = []
     limits = {"freeze.layers": (num_layers, "blocks"), "distill.student_layers": (num_layers, "blocks"),
@@ -680,7 +793,7 @@ def check_against_layers(spec: StudySpec, num_layers: int, *, max_positions: int
                 issues.append(SpecIssue("fixed.lora.targets", f"{target!r} matches no module of a block; "
                                         f"modules there are: {', '.join(leaves)}"))
     if issues:
-        raise SpecError(issues)
+        raise SpecError(issues, source)
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
@@ -739,12 +852,42 @@ def spec_from_dict(raw: Mapping[str, Any], base_dir: Path | str = ".", source: s
     return spec
 
 
-def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a YAML (or JSON) spec file.
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping: PyYAML keeps the last one silently,
+    so a spec with two ``study:`` sections would run with half of what its author wrote."""
 
-    YAML is safe-loaded (no Python objects), the file is at most :data:`MAX_SPEC_BYTES` and the document at
-    most :data:`MAX_SPEC_VALUES` values once its aliases are expanded: a spec is input from anyone who can
-    write to the studies folder, and must not be able to exhaust the memory of every worker that loads it.
+
+class _DuplicateKeyError(yaml.YAMLError):
+    pass
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: keys written here override merged ones
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            first = seen.setdefault(key, line)
+        except TypeError:  # an unhashable key: the constructor below refuses it with its own message
+            continue
+        if first != line:
+            raise _DuplicateKeyError(f"key {key!r} appears twice in one mapping (lines {first} and {line}); "
+                                     "keep one")
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_spec_document(path: str | Path) -> Any:
+    """The YAML (or JSON) document of a spec file, before validation.
+
+    YAML is safe-loaded (no Python objects) and a key repeated in one mapping is refused, the file is at most
+    :data:`MAX_SPEC_BYTES` and the document at most :data:`MAX_SPEC_VALUES` values once its aliases are
+    expanded: a spec is input from anyone who can write to the studies folder, and must not be able to
+    exhaust the memory of every worker that loads it.
     """
     path = Path(path)
 
@@ -762,13 +905,22 @@ def load_spec(path: str | Path) -> StudySpec:
     except UnicodeDecodeError as error:
         raise problem(f"is not UTF-8 text (byte {error.start}); re-save it as UTF-8") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKeyError as error:
+        raise problem(str(error)) from None
     except yaml.YAMLError as error:
         raise problem(f"not valid YAML: {' '.join(str(error).split())}") from None
     if _expanded_size(raw, MAX_SPEC_VALUES) > MAX_SPEC_VALUES:
         raise problem(f"expands to more than {MAX_SPEC_VALUES} values (YAML aliases nested in aliases?); "
                       "write the spec out without them")
-    return spec_from_dict(raw, base_dir=path.resolve().parent, source=str(path))
+    return raw
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read (:func:`read_spec_document`) and validate a YAML (or JSON) spec file; its relative paths resolve
+    against the file's folder."""
+    path = Path(path)
+    return spec_from_dict(read_spec_document(path), base_dir=path.resolve().parent, source=str(path))
 
 
 def _expanded_size(document: Any, limit: int) -> int:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import logging
 import os
 import random
@@ -47,16 +48,12 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, Jou
 from optuna.trial import TrialState
 
 from hft_search.exceptions import StorageError
+from hft_search.urls import ACCEPTED_FORMS, MASK, mask_url, storage_kind, storage_url_problem, url_password
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_STORAGE_URL = "sqlite:///hft.db"
 STORAGE_ENV_VAR = "HFT_SEARCH_STORAGE"
-ACCEPTED_FORMS = (
-    "sqlite:///PATH (a local file; the default), "
-    "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB (workers on several machines), "
-    "or journal:PATH (an Optuna journal file)"
-)
 POSTGRES_INSTALL_HINT = 'pip install "hft_search[postgres]"  (psycopg 3; URLs postgresql+psycopg://...)'
 
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -77,9 +74,6 @@ SCHEMA_CREATION_ATTEMPTS = 5
 """Workers started together on an empty database all create Optuna's tables; all but one lose that race
 (a table or the schema version already exists) and simply try again, when the tables are there."""
 
-_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<rest>\S+)")
-_PASSWORD_PARAMETER = re.compile(r"(?P<head>\bpassword=)(?P<password>[^&\s]*)", re.IGNORECASE)
-MASK = "***"
 
 
 def resolve_storage_url(cli: str | None, spec_storage: str | None) -> str:
@@ -94,28 +88,6 @@ def resolve_storage_url(cli: str | None, spec_storage: str | None) -> str:
     return DEFAULT_STORAGE_URL
 
 
-def mask_url(text: str) -> str:
-    """``text`` with the password of every URL in it, and every ``password=`` parameter, replaced by ``***``.
-
-    Works on a bare URL and on free text (a log message, an error) that contains URLs. A URL's password is
-    everything between ``user:`` and the *last* ``@`` of the URL (the URL ends at white space), so a password
-    with a raw ``/``, ``:``, ``?``, ``#`` or ``@`` in it (it should be percent-encoded, and SQLAlchemy then
-    reads only part of it) is masked whole: too much, never too little. A URL without a password, an SQLite
-    or a journal path is returned unchanged.
-    """
-    masked = _URL.sub(_mask_match, text)
-    return _PASSWORD_PARAMETER.sub(rf"\g<head>{MASK}", masked)
-
-
-def _mask_match(match: re.Match[str]) -> str:
-    rest = match["rest"]
-    userinfo, at, after = rest.rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    if not at or not colon:
-        return match[0]
-    return f"{match['scheme']}{user}:{MASK}@{after}"
-
-
 def mask_error(text: str, url: str) -> str:
     """``text`` (a driver's error about ``url``) with URLs masked, and every piece of ``url``'s password too.
 
@@ -125,32 +97,14 @@ def mask_error(text: str, url: str) -> str:
     (three characters or more) are masked wherever they appear.
     """
     masked = mask_url(text)
-    match = _URL.search(url)
-    if match is None:
-        return masked
-    _, colon, password = match["rest"].rpartition("@")[0].partition(":")
-    if not colon:
+    password = url_password(url)
+    if password is None:
         return masked
     pieces = {piece for form in (password, urllib.parse.unquote(password))
               for piece in (form, *re.split(r"[@/:?#]", form)) if len(piece) >= 3}
     for piece in sorted(pieces, key=len, reverse=True):
         masked = masked.replace(piece, MASK)
     return masked
-
-
-def mask_spec_dump(dump: dict[str, Any]) -> dict[str, Any]:
-    """A spec's ``model_dump`` with the storage URLs it holds masked: what is stored, exported or printed.
-
-    A spec names its storage in ``study.storage`` (and an exported one in ``provenance.storage``); the spec
-    travels into the study's ``spec`` attribute, the exported spec, ``validate``'s output and the trained
-    model's ``hft_search.json``, none of which may carry the database password.
-    """
-    out = dict(dump)
-    for section in ("study", "provenance"):
-        part = out.get(section)
-        if isinstance(part, dict) and isinstance(part.get("storage"), str):
-            out[section] = {**part, "storage": mask_url(part["storage"])}
-    return out
 
 
 class MaskingFilter(logging.Filter):
@@ -242,17 +196,33 @@ def check_url(url: str) -> str:
     ``run`` calls it before loading data and model, so that a mistyped URL fails at once, and opens the
     storage only after them, so that a run that fails on its data or model leaves no empty database behind.
     """
-    scheme = url.partition(":")[0].lower()
-    if scheme == "journal":
+    problem = storage_url_problem(url)
+    if problem is not None:
+        raise StorageError(f"{problem}.")
+    kind = storage_kind(url)
+    if kind == "journal":
         _journal_path(url)
-        return scheme
-    if scheme == "sqlite":
+    else:
         _parse_url(url)
-        return scheme
-    if scheme == "postgresql" or scheme.startswith("postgresql+"):
-        _parse_url(url)
-        return "postgresql"
-    raise StorageError(f"unsupported storage URL {mask_url(url)!r}: use {ACCEPTED_FORMS}.")
+    return kind
+
+
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+"""Files SQLite keeps beside a database (write-ahead log, shared memory, rollback journal): part of it."""
+
+
+def storage_files(url: str) -> list[Path]:
+    """The local files a storage URL names, absolute: an SQLite database with its side files, a journal with
+    its lock file; none for a database server. What no output may replace (:mod:`hft_search.inputs`)."""
+    kind = check_url(url)
+    if kind == "journal":
+        path = _journal_path(url).absolute()
+        return [path, Path(f"{path}.lock")]
+    database = _parse_url(url).database if kind == "sqlite" else None
+    if not database:
+        return []
+    path = Path(database).expanduser().absolute()
+    return [path, *(Path(f"{path}{suffix}") for suffix in SQLITE_SIDE_FILES)]
 
 
 def _no_storage(where: str, why: str) -> StorageError:
@@ -280,6 +250,7 @@ def _check_exists(url: str, scheme: str) -> None:
             with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
                 found = connection.execute(
                     "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'studies'").fetchone()
+                _check_integrity(connection, path)
         except sqlite3.Error as error:
             raise _no_storage(str(path), f"not an SQLite database: {error}") from None
         if found is None:
@@ -290,7 +261,7 @@ def _check_exists(url: str, scheme: str) -> None:
     try:
         found = sqlalchemy.inspect(engine).has_table("studies")
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
-        summary = mask_error(_summary(error), url) if not isinstance(error, ImportError) \
+        summary = mask_error(error_summary(error), url) if not isinstance(error, ImportError) \
             else f"{error}; {POSTGRES_INSTALL_HINT}"
         raise StorageError(f"cannot open {mask_url(url)!r}: {summary}\n{mask_error(_postgres_start_hint(url), url)}") \
             from None
@@ -356,11 +327,26 @@ def _parse_url(url: str) -> sqlalchemy.URL:
         raise StorageError(f"malformed URL {mask_url(url)!r} ({error}): use {ACCEPTED_FORMS}.") from None
 
 
+def _check_integrity(connection: sqlite3.Connection, path: Path) -> None:
+    """Raise a :class:`StorageError` naming ``path`` when SQLite finds the database damaged (a torn write, a
+    disk error): every later query would fail with Optuna's unspecific "an exception is raised during the
+    commit". ``quick_check`` reads every page once: milliseconds for a study's database."""
+    verdict = connection.execute("PRAGMA quick_check(1)").fetchone()[0]
+    if verdict != "ok":
+        verdict = " ".join(verdict.replace("*** in database main ***", "").split())
+        raise StorageError(f"SQLite database {str(path)!r} is corrupt ({verdict}); restore it from a backup, or "
+                           f"see what is left with: sqlite3 {path} '.recover'")
+
+
 def _enable_wal(path: Path) -> bool:
-    """Switch the database to WAL; False when its file system does not allow it."""
+    """Switch the database to WAL (after checking an existing one is intact); False when its file system does
+    not allow WAL."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.is_file() and path.stat().st_size > 0
         with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as connection:
+            if existed:
+                _check_integrity(connection, path)
             mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     except (OSError, sqlite3.Error) as error:
         raise StorageError(f"cannot open SQLite database {str(path)!r}: {error}. Check the path.") from None
@@ -457,7 +443,7 @@ class _RDBStorage(RDBStorage):
             super().record_heartbeat(trial_id)
         except (sqlalchemy.exc.SQLAlchemyError, StorageInternalError) as error:
             logger.warning("heartbeat of trial id %d not recorded (%s); trying again in %d s",
-                           trial_id, _summary(error), self.heartbeat_interval)
+                           trial_id, error_summary(error), self.heartbeat_interval)
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         for trial_id in self._running_trials_without_heartbeat(study_id):
@@ -494,7 +480,7 @@ def _rdb_storage(
             return _open_rdb_storage(url, engine_kwargs, heartbeat)
         except (sqlalchemy.exc.SQLAlchemyError, StorageInternalError) as error:
             if attempt == SCHEMA_CREATION_ATTEMPTS or not _lost_schema_race(error):
-                raise StorageError(f"cannot open {mask_url(url)!r}: {mask_error(_summary(error), url)}\n"
+                raise StorageError(f"cannot open {mask_url(url)!r}: {mask_error(error_summary(error), url)}\n"
                                    f"{mask_error(hint, url)}") from None
         attempt += 1
         time.sleep(random.uniform(0.1, 0.5))
@@ -519,10 +505,21 @@ def _missing_module(error: ImportError) -> str:
     return cause.name or str(cause)
 
 
-def _summary(error: BaseException) -> str:
-    """The driver's own message (without SQLAlchemy's wrapper and background link), masked, on one line."""
+def error_summary(error: BaseException) -> str:
+    """The driver's own message of a storage error (without SQLAlchemy's wrapper and background link, and
+    without Optuna's, which says only that "an exception is raised during the commit"), masked, on one line."""
+    if isinstance(error, StorageInternalError) and error.__cause__ is not None:
+        error = error.__cause__
     original = getattr(error, "orig", None) or error
     return mask_url(" ".join(str(original).split()))
+
+
+def storage_failure(error: BaseException, url: str | None) -> str:
+    """One line for a storage that failed after it was opened: the storage (masked), the driver's message,
+    and where to look."""
+    where = f" {mask_url(url)}" if url else ""
+    return (f"the study storage{where} failed: {error_summary(error)}; if it is an SQLite file it may be "
+            "corrupt (check it with: sqlite3 FILE 'PRAGMA integrity_check'); --verbose shows the traceback")
 
 
 def _journal_path(url: str) -> Path:
@@ -540,6 +537,7 @@ def _journal_storage(url: str) -> JournalStorage:
     needs a privilege on Windows) and on NFSv3 or later."""
     path = _journal_path(url)
     try:
+        _check_journal(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
     except OSError as error:
@@ -551,6 +549,25 @@ def _journal_storage(url: str) -> JournalStorage:
         optuna.__version__,
     )
     return JournalStorage(backend)
+
+
+def _check_journal(path: Path) -> None:
+    """Refuse an existing file that is not an Optuna journal (a data file, a database, any text) before
+    Optuna appends its records to it: its first line must be one of Optuna's JSON records."""
+    if path.exists() and not path.is_file():
+        raise StorageError(f"{str(path)!r} is {'a folder' if path.is_dir() else 'not a regular file'}, not a "
+                           "journal file; name a journal file, or a new path")
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb") as handle:
+        first = handle.readline(1 << 20)
+    try:
+        record = json.loads(first)
+    except ValueError:  # not UTF-8, not JSON
+        record = None
+    if not (isinstance(record, dict) and "op_code" in record):
+        raise StorageError(f"{str(path)!r} is not an Optuna journal (its first line is no journal record); "
+                           "name a journal file written by hft-search, or a new path")
 
 
 def load_named_study(study_name: str, storage: BaseStorage, storage_label: str) -> optuna.Study:

@@ -17,14 +17,14 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from hft_search.exceptions import StorageError
+from hft_search.inputs import check_storage_target
 from hft_search.pruning import ReportSchedule, guarded_pruner
-from hft_search.seeding import seed_study, wait_until_seeded
+from hft_search.seeding import open_warm_start, seed_study, wait_until_seeded
 from hft_search.spec import StudySpec, grid_values
 from hft_search.storage import (
     check_url,
     load_named_study,
     make_storage,
-    mask_spec_dump,
     mask_url,
     resolve_storage_url,
 )
@@ -134,7 +134,7 @@ def _open_study_in(spec: StudySpec, backend: BaseStorage, url: str, name: str,
 
 
 def _store_spec(study: optuna.Study, spec: StudySpec) -> None:
-    study.set_user_attr("spec", mask_spec_dump(spec.model_dump(mode="json")))
+    study.set_user_attr("spec", spec.model_dump(mode="json"))  # passwords masked by their type
     study.set_user_attr("spec_hash", spec.search_hash())
     study.set_user_attr("metric", spec.cv.metric)
     study.set_user_attr("objectives", spec.study.objectives)
@@ -209,14 +209,18 @@ def default_cache(spec: StudySpec, storage_url: str) -> Cache:
 def run_study(spec: StudySpec, *, n_trials: int | None = None, storage: str | None = None,
               study_name: str | None = None, progress: bool = False,
               objective: Objective | None = None, stop: StopRequested | None = None,
-              sampler_seed: int | None = None, abort: AbortTrial | None = None) -> optuna.Study:
+              sampler_seed: int | None = None, abort: AbortTrial | None = None,
+              spec_file: str | Path | None = None) -> optuna.Study:
     """Open (or resume) the spec's study and run it to ``n_trials`` counted trials with the CV objective.
 
     Other processes may run the same study at the same time (see :func:`run_worker`): together they finish
     exactly ``n_trials``. ``objective`` replaces the CV objective (tests, benchmarks of the storage); ``abort``
     confines interrupts to the objective (:class:`~hft_search.workers.AbortTrial`, for Ray's workers).
+    A storage file that would replace the spec (``spec_file``) or one of its inputs is refused first.
     """
     url = resolve_storage_url(storage, spec.study.storage)
+    check_storage_target(url, spec, spec_file)
+    open_warm_start(spec, url)  # before anything is created: a warm start that cannot load leaves nothing
     # A database server is opened first, so that an unreachable one fails before the model is loaded; a file
     # storage last, so that a run whose data or model cannot load leaves no empty database file behind.
     backend = _storage_for(spec, url) if check_url(url) == "postgresql" else None
@@ -237,7 +241,8 @@ def run_study(spec: StudySpec, *, n_trials: int | None = None, storage: str | No
 
 
 def run_worker(spec: StudySpec, *, storage: str | None = None, study_name: str | None = None,
-               progress: bool = False, objective: Objective | None = None) -> optuna.Study:
+               progress: bool = False, objective: Objective | None = None,
+               spec_file: str | Path | None = None) -> optuna.Study:
     """``hft-search worker``: join (or create) the spec's study and run trials until ``n_trials`` count in it.
 
     Start any number of workers, on any machines, on the same storage: together they finish exactly
@@ -245,7 +250,7 @@ def run_worker(spec: StudySpec, *, storage: str | None = None, study_name: str |
     """
     with GracefulStop() as stop:
         return run_study(spec, storage=storage, study_name=study_name, progress=progress, objective=objective,
-                         stop=stop, sampler_seed=worker_seed(spec))
+                         stop=stop, sampler_seed=worker_seed(spec), spec_file=spec_file)
 
 
 def load_study(study_name: str, storage: str | None) -> optuna.Study:

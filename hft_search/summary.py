@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hft_search.baseline import find_baseline, lift_label, lift_of, verdict
-from hft_search.exceptions import SpecError, SpecIssue, StorageError
+from hft_search.exceptions import ModelError, SpecError, SpecIssue, StorageError
 from hft_search.spec import StudySpec, check_against_layers, load_spec
 
 _KEY_PARAMS = ("training.learning_rate", "freeze.layers", "importance.threshold", "distill.alpha",
@@ -32,10 +32,13 @@ def validate(path: str | Path, *, check_model: bool = True) -> StudySpec:
                                    f"{info.label} model ({info.family!r}); fix model.family or drop it")],
                         str(path))
     check_against_layers(spec, info.num_layers, max_positions=info.max_positions, hidden_size=info.hidden_size,
-                         block_modules=info.block_modules)
+                         block_modules=info.block_modules, source=str(path))
     teacher = spec.fixed.get("distill.teacher")
     if isinstance(teacher, str):
-        load_config(teacher)
+        try:
+            load_config(teacher)
+        except ModelError as error:
+            raise SpecError([SpecIssue("fixed.distill.teacher", str(error))], str(path)) from None
     return spec.model_copy(update={"model": spec.model.model_copy(update={"family": info.family})})
 
 

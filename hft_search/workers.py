@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -89,7 +90,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from hft_search.exceptions import ConsecutiveFailures, StorageError, TrialFailure
-from hft_search.storage import mask_url
+from hft_search.storage import error_summary, mask_url
 
 if TYPE_CHECKING:
     from hft_search.spec import StudySpec
@@ -200,18 +201,30 @@ class _HideSurplusFailures(logging.Filter):
     """Drops Optuna's "Trial N failed" warnings about surplus trials: not failures (logged at INFO here).
 
     Also takes the traceback off Optuna's warning about a trial ended by Ctrl-C or a second stop signal: it
-    shows where the process happened to be, which says nothing to a user; the one line stays.
+    shows where the process happened to be, which says nothing to a user; the one line stays. And drops
+    Optuna's two warnings (one with a traceback) about a trial whose objective already logged why it failed
+    (a :class:`TrialFailure`), so a failing trial is one line; ``--verbose`` (debug logging) keeps them.
     """
 
     def __init__(self, admission: _Admission) -> None:
         super().__init__()
         self.admission = admission
+        self.explained: set[int] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
             record.exc_info, record.exc_text = None, None
-        message = record.getMessage()
-        return not any(message.startswith(f"Trial {n} failed") for n in self.admission.surplus)
+        match = _OPTUNA_FAILED.match(record.getMessage())
+        if match is None:
+            return True
+        number = int(match[1])
+        if record.exc_info and isinstance(record.exc_info[1], TrialFailure) \
+                and not logging.getLogger("hft_search").isEnabledFor(logging.DEBUG):
+            self.explained.add(number)
+        return number not in self.admission.surplus and number not in self.explained
+
+
+_OPTUNA_FAILED = re.compile(r"Trial (\d+) failed")
 
 
 @contextmanager
@@ -266,13 +279,6 @@ def _requeued(study: optuna.Study, number: int) -> bool:
     """Whether a WAITING copy of trial ``number`` was already made (by a heartbeat sweep or a hand-back)."""
     history = RetryHeartbeatStaleTrialCallback.retry_history
     return experimental(lambda: any(number in history(t) for t in study.get_trials(deepcopy=False)))
-
-
-def _describe(error: BaseException) -> str:
-    """The database driver's message of a storage error, on one line, without credentials."""
-    if isinstance(error, StorageInternalError) and error.__cause__ is not None:
-        error = error.__cause__  # Optuna's wrapper says only that "an exception is raised during the commit"
-    return mask_url(" ".join(str(getattr(error, "orig", None) or error).split()))
 
 
 class _Worker:
@@ -374,7 +380,7 @@ class _Worker:
 
     def _wait_for_storage(self, error: BaseException) -> None:
         """Retry the storage with a growing pause until it answers, for :data:`RECONNECT_WINDOW_S` at most."""
-        summary = _describe(error)
+        summary = error_summary(error)
         logger.warning("storage unavailable (%s); retrying for up to %.0f s", summary, RECONNECT_WINDOW_S)
         given_up = time.monotonic() + RECONNECT_WINDOW_S
         pause = 0.5
@@ -617,3 +623,16 @@ def shortfall(study: optuna.Study, n_trials: int) -> str | None:
             if running else "")
     return (f"study {study.study_name!r} stopped at {counted} of {n_trials} counted trials{held}; "
             "run the same command again to continue")
+
+
+def no_result(study: optuna.Study) -> str | None:
+    """Why a study that ran has nothing to show: no COMPLETE trial and at least one FAIL (every trial failed, or
+    failed and was pruned), with the first reason; None when it has a result or nothing failed."""
+    trials = study.get_trials(deepcopy=False)
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    if not failed or any(t.state == TrialState.COMPLETE for t in trials):
+        return None
+    first = failed[0]
+    return (f"study {study.study_name!r} has no completed trial: {len(failed)} of {len(trials)} failed (trial "
+            f"{first.number}: {first.user_attrs.get('fail_reason', 'no reason recorded')}); fix the cause (run "
+            "with --verbose for the traceback) and run again")

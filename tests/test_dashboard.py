@@ -59,7 +59,9 @@ def get_json(server: DashboardServer, path: str) -> Any:
 
 @pytest.fixture
 def storage(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'hft.db'}"
+    url = f"sqlite:///{tmp_path / 'hft.db'}"
+    make_storage(url)  # created as `run` creates it: the dashboard opens an existing storage only
+    return url
 
 
 @pytest.fixture

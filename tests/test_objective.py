@@ -155,7 +155,8 @@ def test_out_of_memory_is_recorded_and_the_study_goes_on(tiny_spec_dict: dict,
 
 def test_nan_loss_is_pruned_with_its_reason(tiny_spec_dict: dict) -> None:
     spec = spec_with(tiny_spec_dict, search_space={"freeze.layers": {"int": [0, 1]}},
-                     fixed={**tiny_spec_dict["fixed"], "training.learning_rate": 1e12, "training.max_grad_norm": 0.0})
+                     fixed={**tiny_spec_dict["fixed"], "training.learning_rate": 1.0, "training.max_grad_norm": 0.0,
+                            "training.weight_decay": 1e12})  # the rate is bounded by 1: decay blows the weights up
     study = run_study(spec)
     trial = study.trials[0]
     assert trial.state == TrialState.PRUNED

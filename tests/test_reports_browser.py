@@ -34,6 +34,7 @@ from report_studies import add_trial, create_hybrid_study, final_model_attr, fol
 
 from hft_search.reports import make_server, write_report
 from hft_search.reports.figures import FIGURES, FINAL_MODEL_FIGURES
+from hft_search.storage import make_storage
 
 CHROMIUM = shutil.which("chromium")
 # In CI (.ci/run installs chromium) a missing browser is a failure, not a skip: CI must notice.
@@ -352,6 +353,7 @@ def test_dashboard_in_browser_shows_new_trials(browser: Browser, tmp_path: Path)
 
 def test_dashboard_lists_an_empty_storage(browser: Browser, tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'empty.db'}"
+    make_storage(storage)  # a storage without studies, as `run` leaves it before its first study
     with serving(make_server(storage, port=0, refresh_s=0.3)) as base:
         page = browser.open(base)
         page.wait_for("document.getElementById('status').textContent.includes('no study')")

@@ -63,10 +63,10 @@ def test_a_failed_configuration_is_fitted_again_and_fails_fast_only_for_its_own_
 
 
 def test_a_pruned_configuration_is_fitted_again(tiny_spec_dict: dict) -> None:
-    # A learning rate so large that the loss overflows: PRUNED with its reason, and again when proposed again,
-    # trained again rather than copied (no repeat_of).
-    raw = {**tiny_spec_dict, "fixed": {**tiny_spec_dict["fixed"], "training.learning_rate": 1e12,
-                                       "training.max_grad_norm": 0.0}}
+    # A weight decay so large that the weights, then the loss, overflow: PRUNED with its reason, and again when
+    # proposed again, trained again rather than copied (no repeat_of).
+    raw = {**tiny_spec_dict, "fixed": {**tiny_spec_dict["fixed"], "training.learning_rate": 1.0,
+                                       "training.weight_decay": 1e12, "training.max_grad_norm": 0.0}}
     spec = spec_with(raw, search_space={"freeze.layers": {"int": [0, 1]}}, study={"n_trials": 2})
     study = open_study(spec)
     study.enqueue_trial({"freeze.layers": 0})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -106,7 +107,9 @@ def test_verify_exits_1_when_a_recorded_score_is_not_reproduced(kd_study: tuple[
                                                                 capsys: pytest.CaptureFixture) -> None:
     _, best = kd_study
     raw = yaml.safe_load(best.read_text())
-    raw["provenance"]["fold_scores"][0] += 0.01
+    raw["provenance"]["fold_scores"][0] += 0.01  # a consistent record (value and std follow) that is wrong
+    raw["provenance"]["value"] = float(np.mean(raw["provenance"]["fold_scores"]))
+    raw["provenance"]["std"] = float(np.std(raw["provenance"]["fold_scores"]))
     raw["data"]["train"] = str((best.parent / raw["data"]["train"]).resolve())
     raw["data"]["test"] = str((best.parent / raw["data"]["test"]).resolve())
     tampered = tmp_path / "tampered.yaml"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -426,10 +427,15 @@ class TestWorkerCommand:
         assert refused.returncode == 2 and "Traceback" not in refused.stderr
         assert refused.stderr.strip().endswith("a worker needs at least one thread; give a whole number >= 1.")
 
-    def test_a_bug_in_every_trial_stops_the_worker_with_exit_1(self, tiny_spec_dict: dict, tmp_path: Path):
-        """LoRA on a module the model does not have fails every fold: three trials, not the whole budget."""
-        raw = {**tiny_spec_dict, "fixed": {**tiny_spec_dict["fixed"], "lora.enabled": True,
-                                           "lora.targets": ["no_such_module"]},
+    def test_a_bug_in_every_trial_stops_the_worker_with_exit_1(self, tiny_spec_dict: dict, tiny_model_dir: Path,
+                                                                tmp_path: Path):
+        """A teacher whose config loads (so validate passes) but whose weights do not fails every fold: three
+        trials, not the whole budget."""
+        teacher = tmp_path / "teacher"
+        shutil.copytree(tiny_model_dir, teacher)
+        (teacher / "model.safetensors").write_bytes(b"not weights")
+        raw = {**tiny_spec_dict, "fixed": {**tiny_spec_dict["fixed"], "distill.teacher": str(teacher),
+                                           "distill.alpha": 0.5},
                "study": {**tiny_spec_dict["study"], "n_trials": 10}}
         path = tmp_path / "spec.yaml"
         path.write_text(yaml.safe_dump(raw))
@@ -437,7 +443,7 @@ class TestWorkerCommand:
         done = self.run_cli("worker", str(path))
 
         assert done.returncode == 1, done.stderr
-        message = done.stderr.rpartition("\nerror: ")[2]  # Optuna logs each failed trial's traceback before
+        message = done.stderr.rpartition("\nerror: ")[2]  # each failed trial logs one line before
         assert message.startswith("3 trials in a row failed from an exception") and "Traceback" not in message
         trials = trials_of(raw["study"]["storage"], raw["name"])
         assert [(t.state, t.user_attrs[FAILURE_KIND_ATTR]) for t in trials] == [(TrialState.FAIL, "exception")] * 3
@@ -478,7 +484,7 @@ def test_each_worker_process_samples_its_own_configurations(tmp_path: Path):
     """With the spec's seed in every worker, the first random trials would be the same in all of them."""
     spec = cheap_spec("seeds", f"sqlite:///{tmp_path / 'seeds.db'}", 4, sampler="random")
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from cheap_worker import cheap_spec; "
-            "from hft_search.workers import worker_seed; print(worker_seed(cheap_spec('s', 'sqlite://', 4)))")
+            "from hft_search.workers import worker_seed; print(worker_seed(cheap_spec('s', 'sqlite:///unused.db', 4)))")
     seeds = {int(subprocess.run([sys.executable, "-c", code, str(WORKER.parent)], capture_output=True, text=True,
                                 check=True).stdout) for _ in range(2)}
     assert len(seeds) == 2 and worker_seed(spec) not in seeds

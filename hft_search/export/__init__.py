@@ -25,7 +25,7 @@ from hft_search.export._train import (
     record_final_model,
     train_final,
 )
-from hft_search.export._verify import CUDA_TOLERANCE, FoldCheck, Verification, verify_spec
+from hft_search.export._verify import CUDA_TOLERANCE, FoldCheck, Verification, load_exported, verify_spec
 
 __all__ = [
     "CUDA_TOLERANCE",
@@ -47,6 +47,7 @@ __all__ = [
     "describe_trained",
     "export_best",
     "export_spec",
+    "load_exported",
     "load_model",
     "pareto_table",
     "predict_file",

@@ -143,7 +143,8 @@ def predict_file(model_dir: str | Path, input_path: str | Path, output: str | Pa
     out_suffix = None
     if output is not None:
         out_suffix = _output_suffix(Path(output))
-        output = check_output(output, force=force, inputs=(input_path,))
+        output = check_output(output, force=force, inputs=[("the input table (--input)", input_path),
+                                                           ("the model folder", model_dir)])
     rows = read_rows(input_path)
     saved = load_model(model_dir, int8=int8)
     texts = _texts(rows, saved.metadata["text_column"], input_path)

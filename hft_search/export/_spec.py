@@ -31,9 +31,10 @@ from optuna.trial import FrozenTrial
 
 from hft_search.baseline import find_baseline, lift_of, verdict
 from hft_search.exceptions import ExportError
-from hft_search.files import check_output, write_text_atomic
+from hft_search.files import check_output, refuse_inputs, write_text_atomic
+from hft_search.inputs import spec_inputs, storage_inputs
 from hft_search.spec import StudySpec, spec_from_dict
-from hft_search.storage import mask_spec_dump, mask_url, resolve_storage_url
+from hft_search.storage import mask_url, resolve_storage_url
 from hft_search.study import load_study
 from hft_search.summary import pick_trial, value_with_std
 
@@ -129,7 +130,7 @@ def export_spec(study: optuna.Study, trial_number: int | None = None, *,
         missing = "study user attribute 'spec'" if stored is None else f"trial {trial.number}'s attribute 'config'"
         raise ExportError(f"study {study.study_name!r} lacks the {missing}; only studies run by hft-search "
                           "(hft-search run / worker) can be exported")
-    raw = mask_spec_dump(json.loads(json.dumps(stored)))  # studies stored before masking hold the password
+    raw = json.loads(json.dumps(stored))  # a password stored by an older hft-search is masked when dumped
     fixed, origin = dict(config), provenance(study, trial, storage_url)
     if "training.max_lr_multiplier" not in fixed:  # scored before learning-rate scaling: it trained at x1
         fixed["training.max_lr_multiplier"] = 1.0
@@ -153,7 +154,7 @@ def export_spec(study: optuna.Study, trial_number: int | None = None, *,
 
 def spec_text(spec: StudySpec, fmt: SpecFormat = "yaml") -> str:
     """The spec as YAML or JSON; knobs whose value is ``None`` stay in ``fixed`` so they remain pinned."""
-    body = mask_spec_dump(spec.model_dump(mode="json", by_alias=True, exclude_none=True))
+    body = spec.model_dump(mode="json", by_alias=True, exclude_none=True)  # passwords masked by their type
     body["fixed"] = spec.model_dump(mode="json")["fixed"]
     if fmt == "json":
         return json.dumps(body, indent=2) + "\n"
@@ -173,11 +174,13 @@ def export_best(study_name: str, storage: str | None, output: str | Path, *, tri
     """Write the best (or given) trial of a stored study to ``output`` as a runnable spec, atomically.
 
     The format follows ``fmt``, else the file's suffix (``.json`` → JSON, anything else YAML). An existing
-    ``output`` is only replaced with ``force``.
+    ``output`` is only replaced with ``force``; never the study storage, nor the data, model or teacher of the
+    spec written (:mod:`hft_search.inputs`).
     """
-    output = check_output(output, force=force)
     url = resolve_storage_url(storage, None)
+    output = check_output(output, force=force, inputs=storage_inputs(url))
     spec = export_spec(load_study(study_name, url), trial, storage_url=url)
+    refuse_inputs(output, spec_inputs(spec))
     fmt = fmt or ("json" if output.suffix.lower() == ".json" else "yaml")
     write_text_atomic(output, spec_text(spec, fmt))
     logger.info("exported trial %s of study %s to %s", spec.provenance["trial"], study_name, output)

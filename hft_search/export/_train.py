@@ -56,10 +56,11 @@ from hft_search.export._quantize import (
     quantize_folder,
     weights_size_mb,
 )
-from hft_search.files import atomic_folder, check_output, write_text_atomic
+from hft_search.files import atomic_folder, check_output, check_writable, write_text_atomic
+from hft_search.inputs import spec_inputs, storage_inputs
 from hft_search.models import BaseModel, classifier_tokenizer, load_base, resolve_source
 from hft_search.spec import HybridConfig, StudySpec, check_against_layers
-from hft_search.storage import mask_spec_dump, mask_url, resolve_storage_url
+from hft_search.storage import mask_url, resolve_storage_url
 from hft_search.study import default_cache, load_study
 from hft_search.training import FineTuneResult, fine_tune, predict_logits, resolve_device
 
@@ -143,11 +144,11 @@ class _FoldRuns:
     test_probs: np.ndarray | None  # mean over the fold models (None without a test split or ensemble)
 
 
-def _prepare(spec: StudySpec) -> _Inputs:
+def _prepare(spec: StudySpec, source: str | None) -> _Inputs:
     config = config_of(spec)
     data = load_data(spec.data)
     base = load_base(spec.model.name, data.label_names, spec.model.revision, spec.model.pooling)
-    check_against_layers(spec, base.num_layers)
+    check_against_layers(spec, base.num_layers, source=source)
     tokenizer = classifier_tokenizer(AutoTokenizer.from_pretrained(
         resolve_source(spec.model.name), revision=spec.model.revision, model_max_length=spec.model.max_length),
         base.template.config)
@@ -248,6 +249,7 @@ def _threshold_entry(inputs: _Inputs, tuned: Threshold, test_probs: np.ndarray |
 
 def _metadata(inputs: _Inputs, fit: FineTuneResult, rows: dict[str, Any]) -> dict[str, Any]:
     spec = inputs.spec
+    dump = spec.model_dump(mode="json")  # passwords masked by their type
     return {
         "format_version": FORMAT_VERSION,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -256,8 +258,8 @@ def _metadata(inputs: _Inputs, fit: FineTuneResult, rows: dict[str, Any]) -> dic
         "text_column": spec.data.text_column,
         "text_pair_column": spec.data.text_pair_column,
         "max_length": spec.model.max_length,
-        "spec": mask_spec_dump(spec.model_dump(mode="json")),
-        "provenance": mask_spec_dump({"provenance": spec.provenance})["provenance"],
+        "spec": dump,
+        "provenance": dump["provenance"],
         "config": inputs.config.flat(),
         "training": {"rows": len(inputs.train), "seed": spec.cv.seed, "device": str(inputs.device),
                      "epochs": len(fit.history), "schedule_epochs": searched_epochs(spec),
@@ -273,7 +275,8 @@ def _metadata(inputs: _Inputs, fit: FineTuneResult, rows: dict[str, Any]) -> dic
 
 def train_final(spec: StudySpec, output: str | Path, *, quantize: Literal["int8"] | None = None,
                 int8_scheme: Int8Scheme = "auto", ensemble_folds: bool = False, tune_threshold_for: str | None = None,
-                force: bool = False, storage: str | None = None) -> TrainedModel:
+                force: bool = False, storage: str | None = None,
+                spec_file: str | Path | None = None) -> TrainedModel:
     """Fit ``spec``'s configuration on all training data, evaluate on its test split, save to ``output``.
 
     Args:
@@ -286,12 +289,20 @@ def train_final(spec: StudySpec, output: str | Path, *, quantize: Literal["int8"
             probabilities of the k fold models; ``predict`` then uses it.
         storage: where the study named by the spec's provenance lives (default: the provenance's URL); the
             final metrics are recorded there as the study attribute ``final_model`` when it is reachable.
+        spec_file: the file ``spec`` was read from; ``output`` may not hold it (nor any other input, see
+            :mod:`hft_search.inputs`).
+
+    Raises:
+        OutputError: ``output`` would replace an input or another kind of entry, or cannot be written (checked
+            before the fit).
     """
+    study_url = storage or (spec.provenance or {}).get("storage")
     output = check_output(output, force=force, kind="folder",
-                          inputs=(spec.data.train, spec.data.test, spec.fixed.get("distill.teacher")))
+                          inputs=[*spec_inputs(spec, spec_file), *storage_inputs(study_url)])
+    check_writable(output)
     if quantize not in (None, "int8"):
         raise ExportError(f"--quantize {quantize}: only int8 is supported")
-    inputs = _prepare(spec)
+    inputs = _prepare(spec, None if spec_file is None else str(spec_file))
     if tune_threshold_for is not None:
         check_tunable(tune_threshold_for, inputs.data.label_names)
     if inputs.test is None:

@@ -16,20 +16,27 @@ fold agrees within :data:`CUDA_TOLERANCE` (absolute, in units of the metric).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+import re
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from hft_search.caching import Cache
 from hft_search.cv import CrossValidator
 from hft_search.exceptions import ExportError
 from hft_search.export._train import search_setting
-from hft_search.spec import StudySpec
+from hft_search.spec import StudySpec, load_spec, read_spec_document
 
 CUDA_TOLERANCE = 0.01
 """Largest absolute difference of a fold score that still agrees on CUDA (one point of accuracy)."""
+
+FINGERPRINT = re.compile(r"[0-9a-f]{16}")
+"""A data fingerprint as :func:`hft_search.data.fingerprint` writes it: 16 hexadecimal digits, a string."""
 
 
 @dataclass(frozen=True)
@@ -75,23 +82,52 @@ class Verification:
         return "\n".join(lines)
 
 
-def _recorded(spec: StudySpec) -> tuple[list[float], list[int] | None]:
+def load_exported(path: str | Path) -> StudySpec:
+    """Read a spec written by ``hft-search export``; one line when it is not one (no provenance with fold
+    scores), before its knobs are judged as a hand-written spec's would be."""
+    raw = read_spec_document(path)
+    provenance = raw.get("provenance") if isinstance(raw, Mapping) else None
+    if not isinstance(provenance, Mapping) or not provenance.get("fold_scores"):
+        raise ExportError(f"{path} is not an exported spec (no provenance with fold scores): verify re-runs a "
+                          "spec written by `hft-search export --study NAME -o best.yaml`")
+    return load_spec(path)
+
+
+def _recorded(spec: StudySpec) -> tuple[list[float], list[int] | None, str]:
+    """The recorded fold scores, seeds and data fingerprint, checked against each other: verify compares a
+    re-run with the record, so a record that contradicts itself (an edited value) or cannot pin the data
+    (no fingerprint, or one YAML read as a number) is refused rather than trusted."""
     provenance = spec.provenance or {}
     scores = provenance.get("fold_scores")
-    if not scores:
+    if not scores or not all(isinstance(s, int | float) and math.isfinite(s) for s in scores):
         raise ExportError(f"spec {spec.name!r} has no recorded fold scores (provenance.fold_scores); verify "
                           "checks a spec written by `hft-search export`")
-    return [float(s) for s in scores], provenance.get("seeds")
+    values = [float(s) for s in scores]
+    for key, summary, what in (("value", float(np.mean(values)), "mean"), ("std", float(np.std(values)), "std")):
+        found = provenance.get(key)
+        if (key == "value" or found is not None) and not (
+                isinstance(found, int | float) and math.isclose(found, summary, rel_tol=1e-9, abs_tol=1e-12)):
+            raise ExportError(f"spec {spec.name!r}: provenance.{key} {found!r} is not the {what} {summary!r} of "
+                              "provenance.fold_scores; the record was edited or damaged: export the trial again")
+    fingerprint = provenance.get("data_fingerprint")
+    if not isinstance(fingerprint, str) or not FINGERPRINT.fullmatch(fingerprint):
+        why = ("is missing" if fingerprint is None else
+               f"is {fingerprint!r}, not a string of 16 hexadecimal digits (YAML reads unquoted digits as a "
+               "number: quote it)")
+        raise ExportError(f"spec {spec.name!r}: provenance.data_fingerprint {why}; without it verify cannot tell "
+                          "the search's data from other data: export the trial again")
+    return values, provenance.get("seeds"), fingerprint
 
 
 def verify_spec(spec: StudySpec, folds: list[int] | None = None) -> Verification:
     """Re-run the folds ``folds`` (default: all recorded) of an exported spec and compare with the record.
 
     Raises:
-        ExportError: the spec has no recorded fold scores, a fold was not recorded, or the data changed
-            since the search (its fingerprint differs): a re-run could not be compared.
+        ExportError: the spec has no recorded fold scores, its record contradicts itself or has no data
+            fingerprint, a fold was not recorded, or the data changed since the search (its fingerprint
+            differs): a re-run could not be compared.
     """
-    recorded, seeds = _recorded(spec)
+    recorded, seeds, expected = _recorded(spec)
     wanted = list(range(len(recorded))) if folds is None else folds
     missing = [f for f in wanted if not 0 <= f < len(recorded)]
     if missing:
@@ -99,8 +135,7 @@ def verify_spec(spec: StudySpec, folds: list[int] | None = None) -> Verification
                           f"folds 0 to {len(recorded) - 1}")
     cv_spec, config = search_setting(spec)
     cv = CrossValidator(cv_spec, cache=Cache(None))
-    expected = (spec.provenance or {}).get("data_fingerprint")
-    if expected and cv.data.fingerprint != expected:
+    if cv.data.fingerprint != expected:
         raise ExportError(f"the training data changed since the search (fingerprint {cv.data.fingerprint}, recorded "
                           f"{expected}); restore the data of the study to verify it")
     tolerance = CUDA_TOLERANCE if cv.device.type == "cuda" else 0.0

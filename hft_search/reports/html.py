@@ -26,7 +26,8 @@ import optuna
 import plotly.offline
 from plotly.utils import PlotlyJSONEncoder
 
-from hft_search.files import check_output, write_text_atomic
+from hft_search.files import check_output, check_output_folder, write_text_atomic
+from hft_search.inputs import storage_inputs
 from hft_search.reports.figures import Figure, report_figures
 from hft_search.reports.studies import revision
 from hft_search.storage import load_named_study, make_storage, mask_url
@@ -196,9 +197,11 @@ def write_report(study_name: str, storage: str, out_dir: str | os.PathLike[str] 
 
     Raises:
         StorageError: the storage cannot be opened or holds no such study (the message lists those it holds).
+        OutputError: the folder is a link, the page would replace the storage, or it cannot be written.
     """
-    folder = Path(out_dir if out_dir is not None else default_report_dir(study_name))
-    path = check_output(folder / REPORT_FILE, force=True)  # a page is regenerated, but only as a regular file
+    folder = check_output_folder(out_dir if out_dir is not None else default_report_dir(study_name))
+    # a page is regenerated, but only as a regular file, and never over the storage it shows
+    path = check_output(folder / REPORT_FILE, force=True, inputs=storage_inputs(storage))
     label = mask_url(storage)
     study = load_named_study(study_name, make_storage(storage, must_exist=True), label)
     write_text_atomic(path, render_report(study, label))

@@ -22,6 +22,7 @@ Optuna's own richer views; give it the journal file's path without the ``journal
 
 from __future__ import annotations
 
+import errno
 import html
 import logging
 import socket
@@ -32,7 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from optuna.storages import BaseStorage
 
-from hft_search.exceptions import StorageError
+from hft_search.exceptions import DashboardError, StorageError
 from hft_search.reports.html import EVAL_FOR_WEBGL, RENDER_JS, STYLE, plotly_js, script_json, study_payload
 from hft_search.reports.studies import summarize
 from hft_search.storage import load_named_study, make_storage, mask_url
@@ -236,10 +237,29 @@ def make_server(
 ) -> DashboardServer:
     """A dashboard server bound to ``host:port`` (port 0: any free port; see ``server.url``), not yet serving.
 
+    The storage must exist already (``hft-search run`` creates it): a dashboard only reads, and a mistyped
+    path must not leave an empty database behind.
+
     Raises:
-        StorageError: the storage cannot be opened (the message shows the URL with its password masked).
+        StorageError: the storage does not exist or cannot be opened (the URL is shown with its password
+            masked).
+        DashboardError: the address cannot be listened on (port in use or out of range, unknown host).
     """
-    return DashboardServer((host, port), make_storage(storage), mask_url(storage), refresh_s)
+    backend = make_storage(storage, must_exist=True)
+    try:
+        return DashboardServer((host, port), backend, mask_url(storage), refresh_s)
+    except OverflowError:
+        raise DashboardError(f"port {port} is out of range: use 1 to 65535 (0: any free port)") from None
+    except socket.gaierror as error:
+        raise DashboardError(f"--host {host!r} is not a known host name or address ({error.strerror}); use "
+                             "127.0.0.1 (this machine only), 0.0.0.0 (every interface) or an address of "
+                             "this machine") from None
+    except OSError as error:
+        why = {errno.EADDRINUSE: "the port is in use (another dashboard?): choose another --port, or 0 for "
+                                 "any free one",
+               errno.EADDRNOTAVAIL: "the address is not one of this machine's: use 127.0.0.1 or 0.0.0.0",
+               errno.EACCES: "ports below 1024 need privileges: use a port of 1024 or more"}
+        raise DashboardError(f"cannot listen on {host}:{port}: {why.get(error.errno, error.strerror)}") from None
 
 
 def serve_dashboard(
