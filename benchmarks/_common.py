@@ -18,6 +18,7 @@ import os
 import platform
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, is_dataclass
 from importlib import metadata
@@ -118,6 +119,19 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def quiet_libraries() -> None:
+    """No progress bars or per-trial INFO lines from the libraries: the benchmarks print what they measured."""
+    import datasets
+    import optuna
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # peft's LoRA asks transformers 5 a deprecated question on every adapter it adds
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 # -- targets: a figure, its limit, and whether it was met ---------------------------------------------------
