@@ -185,6 +185,42 @@ def bench_spec(ctx: Context, name: str, folder: Path, *, rows: int, max_length: 
     })
 
 
+EXTRAS: dict[str, str] = {
+    "baseline": "the learning-rate sweep of baseline full fine-tunes a study starts with (outside n_trials)",
+    "confirm": "the confirmation round that re-fits the top configurations on fresh folds after the search",
+    "portfolio": "the literature portfolio of configurations enqueued before the search",
+}
+"""Study options that add fits beyond the trials a benchmark asks for (issues 19 and 20)."""
+
+
+def study_without_extras() -> tuple[dict[str, Any], list[str]]:
+    """``study`` options that switch :data:`EXTRAS` off, as far as the installed spec has them, and a note per
+    extra. Values are tried in order (``false``, then ``"none"``) and the first the spec accepts is kept, so a
+    benchmark follows the spec as it changes; an extra that cannot be switched off is said so."""
+    from pydantic import ValidationError
+
+    from hft_search.spec import StudyOptions
+
+    options: dict[str, Any] = {}
+    notes = []
+    for field, what in EXTRAS.items():
+        if field not in StudyOptions.model_fields:
+            notes.append(f"study.{field}: not in the installed spec (nothing to switch off)")
+            continue
+        for value in (False, "none"):
+            try:
+                StudyOptions.model_validate({field: value})
+            except ValidationError:
+                continue
+            options[field] = value
+            notes.append(f"study.{field}: {json.dumps(value)}, switched off: {what}")
+            break
+        else:
+            notes.append(f"study.{field}: could not be switched off (neither false nor 'none' is accepted): "
+                         f"{what} runs and is counted in the measured time")
+    return options, notes
+
+
 def trial_seconds(trial: Any) -> float:
     """Wall time of a finished Optuna trial, from its own timestamps."""
     return (trial.datetime_complete - trial.datetime_start).total_seconds()

@@ -54,16 +54,18 @@ import yaml  # noqa: E402
 from optuna.storages import BaseStorage, JournalStorage, _CachedStorage  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from benchmarks._common import RESULTS_DIR, ROOT, machine_info, merge_json, package_version  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "storage.json"
+"""Not imported from ``benchmarks._common``, which imports torch and transformers: a light worker must not pay
+for them (64 of them on 2 cores would spend minutes and gigabytes importing what they never use)."""
 
 sys.path.insert(0, str(ROOT / "tests"))
 from cheap_worker import CheapObjective, cheap_spec  # noqa: E402
 
 from hft_search.storage import delete_study_if_exists, make_storage  # noqa: E402
 from hft_search.study import open_study  # noqa: E402
-from hft_search.workers import counts, optimize
+from hft_search.workers import counts, optimize  # noqa: E402
 
-RESULTS = RESULTS_DIR / "storage.json"
 QUICKSTART = ROOT / "studies" / "quickstart.yaml"
 WORKER_COUNTS = (1, 2, 4, 8)
 TARGET_PERCENT = 1.0
@@ -268,6 +270,8 @@ def postgres_version(url: str) -> str:
 
 
 def machine(postgres: str | None, worker_counts: Sequence[int]) -> dict[str, Any]:
+    from benchmarks._common import machine_info, package_version
+
     info = machine_info()  # cores, load average at the start, processor (device_name), package versions
     cores = info["cpu_count"]
     return {
@@ -327,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     over = [f"{row['storage']} x {row['workers']}" for row in rows if row["percent_of_minilm_trial"] >= TARGET_PERCENT]
     if over:
         print(f"over {TARGET_PERCENT:g} %: {', '.join(over)} (near-zero-cost trials from every worker at once)")
+    from benchmarks._common import merge_json
+
     merge_json(args.out, {"quick" if args.quick else "full": {
         "machine": info, "trials_per_configuration": n_trials, "heartbeat_interval_s": HEARTBEAT_S,
         "postgresql": "measured" if args.postgres else "skipped: no --postgres and no $HFT_TEST_POSTGRES_URL",

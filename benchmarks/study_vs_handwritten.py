@@ -4,7 +4,8 @@
 ``StratifiedKFold`` with a ``Trainer`` per fold, tokenizing per trial, fine-tuning the teacher inside every
 distillation trial, scoring importance inside every importance trial, reporting fold scores to Optuna's
 ``MedianPruner``). (s) is ``hft_search.run_study`` on a spec that leaves every study option at its installed
-default (sampler, pruner, caches) except the extras listed in :data:`EXTRAS`, which do work (h) does not do.
+default (sampler, pruner, caches) except the extras of :data:`benchmarks._common.EXTRAS` (a baseline sweep, a
+confirmation round, a portfolio), which do work (h) does not do: switched off, their cost estimated apart.
 
 Three runs, each side in a fresh process of its own (no model, tokenizer or cache carried over):
 
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import _anytime as anytime
-from benchmarks._common import ROOT, Context, check, quiet_libraries, write_json
+from benchmarks._common import ROOT, Context, check, quiet_libraries, study_without_extras, write_json
 
 TARGET_RATIO = 0.6
 """(s)/(h) study wall time the service should reach on 2 idle cores (issue 22)."""
@@ -65,15 +66,6 @@ SPACE: dict[str, dict[str, Any]] = {
     "lora.r": {"int": [4, 16], "log": True},
 }
 """The searched space, in hft_search's notation (block counts are capped at the model's depth)."""
-
-EXTRAS: dict[str, str] = {
-    "baseline": "the learning-rate sweep of baseline full fine-tunes a study starts with (outside n_trials)",
-    "confirm": "the confirmation round that re-fits the top configurations on fresh folds after the search",
-    "portfolio": "the literature portfolio of configurations enqueued before the search",
-}
-"""Study options that add fits the hand-written study does not do: switched off here when the installed spec has
-them (both sides then run exactly the enqueued or sampled trials), and their cost estimated separately."""
-
 
 @dataclass(frozen=True)
 class Sizes:
@@ -136,30 +128,11 @@ def space_for(num_layers: int) -> dict[str, dict[str, Any]]:
 
 
 def switched_off() -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-    """Study options that turn :data:`EXTRAS` off and model options that make (s) train what (h) trains, as
-    far as the installed spec has them; and a note per choice. Values are tried in order (``false``, then
-    ``"none"``) and the first the spec accepts is kept, so the benchmark follows the spec as it changes."""
-    from pydantic import ValidationError
+    """:func:`~benchmarks._common.study_without_extras`, and the model options that make (s) train the network
+    (h) trains, as far as the installed spec has them; a note per choice."""
+    from hft_search.spec import ModelSpec
 
-    from hft_search.spec import ModelSpec, StudyOptions
-
-    study: dict[str, Any] = {}
-    notes = []
-    for field, what in EXTRAS.items():
-        if field not in StudyOptions.model_fields:
-            notes.append(f"study.{field}: not in the installed spec (nothing to switch off)")
-            continue
-        for value in (False, "none"):
-            try:
-                StudyOptions.model_validate({field: value})
-            except ValidationError:
-                continue
-            study[field] = value
-            notes.append(f"study.{field}: {json.dumps(value)}, switched off: {what}; (h) has no such step")
-            break
-        else:
-            notes.append(f"study.{field}: could not be switched off (neither false nor 'none' is accepted); "
-                         "its fits are counted in (s)'s time")
+    study, notes = study_without_extras()
     model: dict[str, Any] = {}
     if "pooling" in ModelSpec.model_fields:
         model["pooling"] = "cls"

@@ -162,7 +162,8 @@ def test_hand_written_settings_are_hft_search_defaults() -> None:
 
 
 def test_extras_are_switched_off_with_values_the_installed_spec_accepts() -> None:
-    from benchmarks.study_vs_handwritten import EXTRAS, switched_off
+    from benchmarks._common import EXTRAS
+    from benchmarks.study_vs_handwritten import switched_off
     from hft_search.spec import ModelSpec, StudyOptions
 
     study, model, notes = switched_off()
