@@ -125,12 +125,13 @@ class StorageMeter:
 
 
 def worker_main(argv: Sequence[str]) -> int:
-    """``storage.py _worker URL STUDY N_TRIALS GO_FILE STATS_FILE``: one metered worker, started by a file.
+    """``storage.py _worker URL STUDY N_TRIALS TRIAL_S GO_FILE STATS_FILE``: one metered worker, started by a
+    file, whose trials sleep ``TRIAL_S`` seconds (0: trials cost nothing).
 
     It opens the study (as ``hft-search worker`` does first) before it reports ready, so that the meter sees
     the trial loop of :func:`hft_search.workers.optimize` only: the per-trial cost, not the one-off start.
     """
-    url, name, n_trials, go, stats = argv
+    url, name, n_trials, trial_s, go, stats = argv
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = cheap_spec(name, url, int(n_trials), heartbeat=HEARTBEAT_S)
     study = open_study(spec)
@@ -139,7 +140,7 @@ def worker_main(argv: Sequence[str]) -> int:
     print("ready", flush=True)
     while not os.path.exists(go):
         time.sleep(0.005)
-    optimize(study, CheapObjective(0.0), spec.study.n_trials, max_retries=spec.study.max_retries)
+    optimize(study, CheapObjective(float(trial_s)), spec.study.n_trials, max_retries=spec.study.max_retries)
     Path(stats).write_text(json.dumps(meter.report()))
     return 0
 
@@ -155,12 +156,14 @@ def storage_urls(folder: Path, postgres: str | None) -> dict[str, str]:
     return urls
 
 
-def run_configuration(url: str, workers: int, n_trials: int, folder: Path) -> dict[str, Any]:
-    """Start ``workers`` metered workers on a new study, release them together, and sum up what they did."""
+def run_configuration(url: str, workers: int, n_trials: int, folder: Path, trial_s: float = 0.0) -> dict[str, Any]:
+    """Start ``workers`` metered workers on a new study, release them together, and sum up what they did.
+    Their trials sleep ``trial_s`` seconds in place of fine-tuning (0: the storage is all they do)."""
     name = f"bench-{uuid.uuid4().hex[:10]}"
     go = folder / f"{name}.go"
     stats = [folder / f"{name}.{i}.json" for i in range(workers)]
-    command = [sys.executable, "-m", "benchmarks.storage", "_worker", url, name, str(n_trials), str(go)]
+    command = [sys.executable, "-m", "benchmarks.storage", "_worker", url, name, str(n_trials), str(trial_s),
+               str(go)]
     processes = [subprocess.Popen([*command, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
                  for path in stats]
     try:
