@@ -49,6 +49,8 @@ NOISE_FACTOR = 2.0
 """Per-configuration CV agreement: mean |(s) - (h)| at most this many times the seed noise of (h)."""
 MAX_OFFSET = 0.02
 """Per-configuration CV agreement: a systematic (s) - (h) offset above this means the two run different things."""
+SIDE_TIMEOUT_S = 3 * 3600
+"""A side that runs longer than this is stuck (the full sizes take well under an hour per side)."""
 LEARNS_MARGIN = 0.10
 """The full fine-tune's CV must beat the majority-class share by this much: the benchmark runs where MiniLM learns."""
 
@@ -188,6 +190,7 @@ def run_service(job: dict[str, Any]) -> dict[str, Any]:
     import hft_search.cv
     from benchmarks._handwritten import Stopwatch
     from hft_search import load_spec, run_study
+    from hft_search.spec import knob_default
 
     watch = Stopwatch()
     missing = [name for name in HFT_PARTS if not callable(getattr(hft_search.cv, name, None))]
@@ -198,7 +201,7 @@ def run_service(job: dict[str, Any]) -> dict[str, Any]:
     start, origin = time.perf_counter(), time.time()
     study = run_study(spec)
     result = summarize(study, time.perf_counter() - start, origin, watch.report(), job["epochs"])
-    teacher_epochs = spec.fixed.get("distill.teacher_epochs", 3)
+    teacher_epochs = spec.fixed.get("distill.teacher_epochs", knob_default("distill.teacher_epochs"))
     result.update(teacher_fits=watch.calls.get("teacher fits", 0),
                   teacher_epochs=watch.calls.get("teacher fits", 0) * teacher_epochs,
                   not_timed=[f"hft_search.cv.{name}" for name in missing])
@@ -271,7 +274,7 @@ class Bench:
         write_json(job_file, {**job, "threads": self.threads, "epochs": self.sizes.epochs})
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         done = subprocess.run([sys.executable, "-m", "benchmarks.study_vs_handwritten", "_side", str(job_file),
-                               str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
+                               str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=SIDE_TIMEOUT_S)
         if done.returncode != 0:
             raise RuntimeError(f"side {name} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
         result = json.loads(out.read_text(encoding="utf-8"))
