@@ -27,7 +27,8 @@ How it is written, and where each choice comes from:
 Every other training setting is hft_search's default, set explicitly on the ``TrainingArguments``: AdamW (the
 Trainer's fused default), linear warm-up over 10 % of the steps and decay, weight decay 0.01 (not on biases and
 LayerNorm), clipping at 1.0. The instrumentation (a :class:`Stopwatch` around tokenization, model loading,
-teacher fits and importance scoring, and the fold scores kept as trial attributes) is the only addition.
+teacher fits and importance scoring, and the fold and epoch scores kept as trial attributes) is the only
+addition. A teacher fit's time includes its own model loading.
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ class HandwrittenObjective:
             dataset = self.raw.map(lambda batch: tokenizer(batch["text"], truncation=True,
                                                            max_length=self.settings.max_length), batched=True)
         collator = DataCollatorWithPadding(tokenizer)
-        scores, epochs, teacher_epochs = [], 0, 0
+        scores, epoch_scores, epochs, teacher_epochs = [], [], 0, 0
         try:
             for fold, (train_rows, valid_rows) in enumerate(self.folds):
                 train, valid = dataset.select(train_rows), dataset.select(valid_rows)
@@ -204,11 +205,14 @@ class HandwrittenObjective:
                 trainer.train()
                 epochs += round(trainer.state.epoch)
                 scores.append(float(trainer.state.best_metric))
+                epoch_scores.append([log["eval_accuracy"] for log in trainer.state.log_history
+                                     if "eval_accuracy" in log])
                 trial.report(float(np.mean(scores)), fold)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after fold {fold}")
         finally:
             trial.set_user_attr("fold_scores", scores)
+            trial.set_user_attr("epoch_scores", epoch_scores)
             trial.set_user_attr("fold_epochs", epochs)
             trial.set_user_attr("teacher_epochs", teacher_epochs)
         return float(np.mean(scores))

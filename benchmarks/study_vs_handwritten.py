@@ -220,6 +220,7 @@ def summarize(study: Any, wall: float, origin: float, parts: dict[str, Any], epo
     """A side's study as plain data: wall time, parts, and every trial's configuration and fold scores."""
     trials = [{"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
                "fold_scores": t.user_attrs.get("fold_scores") or [], "fold_epochs": anytime.fold_epochs(t, 0),
+               "first_fold_epoch": first_fold_epoch(t),
                "teacher_epochs": t.user_attrs.get("teacher_epochs"),
                "seconds": (t.datetime_complete - t.datetime_start).total_seconds()}
               for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
@@ -228,6 +229,15 @@ def summarize(study: Any, wall: float, origin: float, parts: dict[str, Any], epo
             "teacher_epochs": sum(t["teacher_epochs"] or 0 for t in trials),
             "teacher_fits": parts["calls"].get("teacher fits", 0),
             "pruned": sum(t["state"] == "PRUNED" for t in trials)}
+
+
+def first_fold_epoch(trial: Any) -> float | None:
+    """Fold 0's validation score after its first epoch: (h) records every epoch's score (``epoch_scores``);
+    (s) reports it as step 1 (fold 0, epoch 1) of its per-epoch pruning, when its pruner is a per-epoch one."""
+    scores = trial.user_attrs.get("epoch_scores")
+    if scores is not None:
+        return scores[0][0] if scores and scores[0] else None
+    return trial.intermediate_values.get(1)
 
 
 class Bench:
@@ -364,14 +374,15 @@ def run(ctx: Context) -> dict[str, Any]:
 def compare_sides(first: list[dict[str, Any]], second: list[dict[str, Any]],
                   configs: list[dict[str, Any]]) -> dict[str, Any]:
     """Per configuration, the CV of both runs over the folds both finished, and their paired comparison
-    (``second - first``; a paired t-test across configurations for a systematic offset)."""
-    from scipy import stats
+    (``second - first``; a t-test across configurations for a systematic offset). Also, under
+    ``first_fold_epoch``, the same for fold 0's score after its first epoch, which every trial reaches: it
+    compares the configurations that a pruner stopped before they finished a fold."""
 
     def by_config(trials: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         return {canonical(t["params"]): t for t in trials}
 
     ones, twos = by_config(first), by_config(second)
-    rows = []
+    rows, early = [], []
     for index, config in enumerate(configs):
         a, b = ones.get(canonical(config)), twos.get(canonical(config))
         if a is None or b is None:
@@ -382,8 +393,18 @@ def compare_sides(first: list[dict[str, Any]], second: list[dict[str, Any]],
             row.update(first=float(np.mean(a["fold_scores"][:folds])), second=float(np.mean(b["fold_scores"][:folds])))
             row["diff"] = row["second"] - row["first"]
         rows.append(row)
+        if a.get("first_fold_epoch") is not None and b.get("first_fold_epoch") is not None:
+            early.append(b["first_fold_epoch"] - a["first_fold_epoch"])
     diffs = [row["diff"] for row in rows if "diff" in row]
-    summary: dict[str, Any] = {"per_config": rows, "compared": len(diffs), "skipped": len(rows) - len(diffs)}
+    return {"per_config": rows, **paired(diffs), "skipped": len(rows) - len(diffs), "first_fold_epoch": paired(early)}
+
+
+def paired(diffs: list[float]) -> dict[str, Any]:
+    """How many differences, their mean, mean and largest absolute value, how many are positive, and the
+    one-sample t-test of a zero mean (with two or more that differ)."""
+    from scipy import stats
+
+    summary: dict[str, Any] = {"compared": len(diffs)}
     if diffs:
         summary.update(mean_diff=float(np.mean(diffs)), mean_abs_diff=float(np.mean(np.abs(diffs))),
                        max_abs_diff=float(np.max(np.abs(diffs))), second_higher=sum(d > 0 for d in diffs))
@@ -427,9 +448,12 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                    f"{h['fold_epochs']}, teacher fits {s['teacher_fits']} vs {h['teacher_fits']}, pruned "
                    f"{s['pruned']} vs {h['pruned']}")]
     offset = agreement.get("mean_diff")
+    early = agreement["first_fold_epoch"]
     found.append(check("per-configuration CV, systematic offset |mean (s) - (h)|", None if offset is None
                        else abs(offset), MAX_OFFSET, detail=f"{agreement['compared']} configurations over the folds "
-                       f"both finished; paired t-test p = {agreement.get('p_value', math.nan):.3g}"))
+                       f"both finished, paired t-test p = {agreement.get('p_value', math.nan):.3g}; fold 0 after "
+                       f"one epoch: {early['compared']} configurations, mean (s) - (h) "
+                       f"{early.get('mean_diff', math.nan):+.4f}, p = {early.get('p_value', math.nan):.3g}"))
     spread, scale = agreement.get("mean_abs_diff"), noise.get("mean_abs_diff")
     ratio = None if spread is None or not scale else spread / scale
     found.append(check("per-configuration CV, mean |(s) - (h)| / mean |(h) seed 0 - (h) seed 1|", ratio, NOISE_FACTOR,

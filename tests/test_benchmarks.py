@@ -174,18 +174,18 @@ def test_extras_are_switched_off_with_values_the_installed_spec_accepts() -> Non
     assert len(notes) >= len(EXTRAS) and all(any(f"study.{field}" in note for note in notes) for field in EXTRAS)
 
 
-def trial(params: dict, scores: list[float], state: str = "COMPLETE") -> dict:
-    return {"params": params, "fold_scores": scores, "state": state}
+def trial(params: dict, scores: list[float], state: str = "COMPLETE", first: float | None = None) -> dict:
+    return {"params": params, "fold_scores": scores, "state": state, "first_fold_epoch": first}
 
 
 def test_configurations_are_compared_over_the_folds_both_sides_finished() -> None:
     from benchmarks.study_vs_handwritten import compare_sides
 
     configs = [{"a": 1}, {"a": 2}, {"a": 3}, {"a": 4}]
-    first = [trial({"a": 1}, [0.8, 0.7, 0.9]), trial({"a": 2}, [0.6], "PRUNED"), trial({"a": 3}, [0.5, 0.5]),
-             trial({"a": 4}, [], "PRUNED")]
-    second = [trial({"a": 4}, [0.9]), trial({"a": 3}, [0.6, 0.7]), trial({"a": 2}, [0.7, 0.8, 0.9]),
-              trial({"a": 1}, [0.8, 0.8, 0.9])]
+    first = [trial({"a": 1}, [0.8, 0.7, 0.9], first=0.5), trial({"a": 2}, [0.6], "PRUNED", 0.6),
+             trial({"a": 3}, [0.5, 0.5], first=0.5), trial({"a": 4}, [], "PRUNED", 0.5)]
+    second = [trial({"a": 4}, [0.9], first=0.75), trial({"a": 3}, [0.6, 0.7]), trial({"a": 2}, [0.7, 0.8, 0.9]),
+              trial({"a": 1}, [0.8, 0.8, 0.9], first=0.5)]
     result = compare_sides(first, second, configs)
     rows = result["per_config"]
     assert [row["folds"] for row in rows] == [3, 1, 2, 0]
@@ -194,5 +194,23 @@ def test_configurations_are_compared_over_the_folds_both_sides_finished() -> Non
     assert (result["compared"], result["skipped"], result["second_higher"]) == (3, 1, 3)
     assert result["mean_diff"] == pytest.approx((0.1 / 3 + 0.1 + 0.15) / 3)
     assert 0 < result["p_value"] < 1
+    assert result["first_fold_epoch"] == {"compared": 2, "mean_diff": 0.125, "mean_abs_diff": 0.125,
+                                          "max_abs_diff": 0.25, "second_higher": 1, "t_statistic": 1.0,
+                                          "p_value": pytest.approx(0.5)}
     with pytest.raises(RuntimeError, match="one side only"):
         compare_sides(first[:3], second, configs)
+
+
+def test_first_fold_epoch_is_read_from_each_sides_record() -> None:
+    """(h) keeps every epoch's score per fold; (s) reports fold 0's first epoch as step 1 of its pruning."""
+    import optuna
+
+    from benchmarks.study_vs_handwritten import first_fold_epoch
+
+    def frozen(**kwargs: object) -> optuna.trial.FrozenTrial:
+        return optuna.trial.create_trial(value=0.5, **kwargs)
+
+    assert first_fold_epoch(frozen(user_attrs={"epoch_scores": [[0.61, 0.7], [0.8]]})) == 0.61
+    assert first_fold_epoch(frozen(user_attrs={"epoch_scores": []})) is None
+    assert first_fold_epoch(frozen(intermediate_values={1: 0.64, 2: 0.7})) == 0.64
+    assert first_fold_epoch(frozen(intermediate_values={0: 0.64})) is None
