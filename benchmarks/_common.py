@@ -44,6 +44,16 @@ minutes; ``smoke``: the smallest sizes that still run every code path (CI, with 
 
 
 @dataclass(frozen=True)
+class FoldSizes:
+    """What the sizes of a cross-validating benchmark start with; a benchmark's ``Sizes`` adds its own fields."""
+
+    rows: int  # training rows
+    folds: int
+    max_length: int
+    epochs: int  # per fold
+
+
+@dataclass(frozen=True)
 class Context:
     """What a benchmark run was asked for: size preset, model, data, where to write and to work."""
 

@@ -41,7 +41,15 @@ from typing import Any
 import numpy as np
 
 from benchmarks import _anytime as anytime
-from benchmarks._common import ROOT, Context, check, quiet_libraries, study_without_extras, write_json
+from benchmarks._common import (
+    ROOT,
+    Context,
+    FoldSizes,
+    check,
+    quiet_libraries,
+    study_without_extras,
+    write_json,
+)
 
 TARGET_RATIO = 0.6
 """(s)/(h) study wall time the service should reach on 2 idle cores (issue 22)."""
@@ -70,11 +78,7 @@ SPACE: dict[str, dict[str, Any]] = {
 """The searched space, in hft_search's notation (block counts are capped at the model's depth)."""
 
 @dataclass(frozen=True)
-class Sizes:
-    rows: int
-    folds: int
-    max_length: int
-    epochs: int
+class Sizes(FoldSizes):
     batch_size: int
     sampled_trials: int  # run 3: trials per side
     noise_configs: int  # run 2: configurations (h) fits again with another training seed
