@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
+from pydantic import BaseModel as PydanticModel
 from transformers import get_linear_schedule_with_warmup
 
 from hft_search.data import TokenizedSplit
@@ -229,6 +231,23 @@ def study_without_extras() -> tuple[dict[str, Any], list[str]]:
             notes.append(f"study.{field}: could not be switched off (neither false nor 'none' is accepted): "
                          f"{what} runs and is counted in the measured time")
     return options, notes
+
+
+def spec_yaml(spec: StudySpec) -> str:
+    """``spec`` as a runnable YAML file that loads back to the same spec.
+
+    ``StudySpec.to_yaml`` leaves out every None, and a None that switches a default off (``study.portfolio``)
+    would switch it back on when the file is loaded; such fields are written out as ``null``.
+    """
+    body = yaml.safe_load(spec.to_yaml())
+    for name in type(spec).model_fields:
+        section = getattr(spec, name)
+        if not isinstance(section, PydanticModel):
+            continue
+        for field, info in type(section).model_fields.items():
+            if getattr(section, field) is None and info.default is not None:
+                body.setdefault(name, {})[field] = None
+    return yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
 
 
 def trial_seconds(trial: Any) -> float:

@@ -33,7 +33,7 @@ from typing import Any
 
 import optuna
 
-from benchmarks._common import Context, bench_spec, check, study_without_extras
+from benchmarks._common import Context, bench_spec, check, spec_yaml, study_without_extras
 from hft_search.workers import counts
 
 CLI = [sys.executable, "-m", "hft_search.cli"]
@@ -114,7 +114,7 @@ def run(ctx: Context) -> dict[str, Any]:
                       fixed={"training.epochs": sizes.epochs, "training.batch_size": 16},
                       study={"n_trials": sizes.n_trials, "sampler": "random", **extras})
     spec_file = folder / "threads.yaml"
-    spec_file.write_text(spec.to_yaml(), encoding="utf-8")
+    spec_file.write_text(spec_yaml(spec), encoding="utf-8")
     url = f"sqlite:///{folder / 'threads.db'}"
     cores = os.cpu_count() or 1
     print(f"threads: {sizes.n_trials} trials of {sizes.folds} folds x {sizes.rows} rows, {cores} cores", flush=True)

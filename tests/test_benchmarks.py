@@ -146,7 +146,7 @@ def test_both_sides_read_every_enqueued_configuration_alike(num_layers: int, tmp
 def test_hand_written_settings_are_hft_search_defaults() -> None:
     """Every training setting (h) fixes by hand is the default (s) runs with: a changed default fails here."""
     from benchmarks._handwritten import Settings
-    from hft_search.spec import knob_default
+    from hft_search.spec import knob_default, knob_names
 
     settings = Settings(model_dir="", rows_file="", output_dir="", space={}, folds=2, max_length=8, epochs=1,
                         batch_size=2)
@@ -159,6 +159,10 @@ def test_hand_written_settings_are_hft_search_defaults() -> None:
     assert (knob_default("importance.score"), knob_default("importance.granularity")) == ("grad_norm", "tensor")
     assert (knob_default("lora.dropout"), knob_default("lora.targets"), knob_default("training.dropout")) == (
         0.0, None, None)
+    off = {"distill.hidden_weight": 0.0, "distill.student_init": "bottom", "lora.variant": "lora",
+           "lora.lr_ratio": 1.0, "training.layer_lr_decay": 1.0, "training.reinit_layers": 0}
+    present = set(knob_names())  # knobs of issue 20: (h) has none of them, so (s) must default to their "off"
+    assert {k: knob_default(k) for k in off if k in present} == {k: v for k, v in off.items() if k in present}
 
 
 def test_extras_are_switched_off_with_values_the_installed_spec_accepts() -> None:
@@ -172,6 +176,21 @@ def test_extras_are_switched_off_with_values_the_installed_spec_accepts() -> Non
     StudyOptions.model_validate(study)
     ModelSpec.model_validate(model)
     assert len(notes) >= len(EXTRAS) and all(any(f"study.{field}" in note for note in notes) for field in EXTRAS)
+
+
+def test_a_benchmark_spec_written_as_yaml_loads_back_unchanged(tmp_path: Path) -> None:
+    """What the CLI workers and (s) load is the spec the benchmark built: extras switched off stay off."""
+    from benchmarks import study_vs_handwritten as bench
+    from benchmarks._common import spec_yaml
+    from hft_search.spec import load_spec
+
+    study, model, _ = bench.switched_off()
+    configs = bench.configurations(6)
+    spec = bench.service_spec("t", tmp_path, rows_file=tmp_path / "rows.tsv", model="minilm",
+                              sizes=bench.SIZES["full"], space=bench.space_for(6), enqueue=configs,
+                              n_trials=len(configs), study_options=study, model_options=model)
+    (tmp_path / "spec.yaml").write_text(spec_yaml(spec), encoding="utf-8")
+    assert load_spec(tmp_path / "spec.yaml") == spec
 
 
 def trial(params: dict, scores: list[float], state: str = "COMPLETE", first: float | None = None) -> dict:
