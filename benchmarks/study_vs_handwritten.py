@@ -13,7 +13,8 @@ Three runs, each side in a fresh process of its own (no model, tokenizer or cach
    3-block distillation students, LoRA), on the same rows, folds, fold seeds, epochs and batch size. Reported:
    the study's wall time (s)/(h) (target <= :data:`TARGET_RATIO`), fold-epochs trained, teacher fits, the time
    in tokenization, model loading, teacher fits and importance scoring, and the CV of every configuration on
-   both sides over the folds both finished (a pruned trial has fewer).
+   both sides over the folds both finished (a pruned trial has fewer), and fold 0's score after one epoch,
+   which every trial reaches.
 2. **Seed noise**: (h) again on :attr:`Sizes.noise_configs` of those configurations with other training seeds
    (same folds, no pruning), so that the (s)-(h) differences of run 1 have a scale to be judged against.
 3. **Sampled**: each side's own sampler and pruner choose ``sampled_trials`` configurations from :data:`SPACE`
@@ -78,6 +79,7 @@ SPACE: dict[str, dict[str, Any]] = {
 }
 """The searched space, in hft_search's notation (block counts are capped at the model's depth)."""
 
+
 @dataclass(frozen=True)
 class Sizes(FoldSizes):
     batch_size: int
@@ -118,8 +120,8 @@ def configurations(num_layers: int) -> list[dict[str, Any]]:
 
 
 NOISE_ORDER = (1, 3, 11, 5)
-"""Configurations fitted again for the seed noise, in this order: a full fine-tune, a frozen half, LoRA, an
-importance cut (cheap ones first)."""
+"""Configurations fitted again for the seed noise, the first ``noise_configs`` of: a full fine-tune, a frozen
+half, LoRA, an importance cut."""
 
 
 def space_for(num_layers: int) -> dict[str, dict[str, Any]]:
