@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 import traceback
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,16 @@ from typing import Any
 
 import torch
 
-from benchmarks._common import PRESETS, RESULTS_DIR, ROOT, SST2_DIR, Context, machine_info, merge_json
+from benchmarks._common import (
+    PRESETS,
+    RESULTS_DIR,
+    ROOT,
+    SST2_DIR,
+    Context,
+    machine_info,
+    merge_json,
+    quiet_libraries,
+)
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 README = ROOT / "README.md"
@@ -93,6 +101,7 @@ SUITE: dict[str, str | Script] = {
     "storage": Script("benchmarks.storage", _storage_argv, _storage_targets),
     "threads": "benchmarks.threads",
     "connections": "benchmarks.connections",
+    "study_vs_handwritten": "benchmarks.study_vs_handwritten",
 }
 """Every benchmark, in the order the suite runs them (cheap and independent first)."""
 
@@ -169,19 +178,6 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _quiet_libraries() -> None:
-    """No progress bars or per-trial INFO lines from the libraries: the benchmarks print what they measured."""
-    import datasets
-    import optuna
-    from transformers.utils import logging as hf_logging
-
-    datasets.disable_progress_bars()
-    hf_logging.disable_progress_bar()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # peft's LoRA asks transformers 5 a deprecated question on every adapter it adds
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -218,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    _quiet_libraries()
+    quiet_libraries()
     names = args.names or list(SUITE)
     failed = []
     durations: dict[str, float] = {}

@@ -18,6 +18,7 @@ import os
 import platform
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, is_dataclass
 from importlib import metadata
@@ -26,6 +27,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
+from pydantic import BaseModel as PydanticModel
 from transformers import get_linear_schedule_with_warmup
 
 from hft_search.data import TokenizedSplit
@@ -40,6 +43,16 @@ PRESETS = ("full", "quick", "smoke", "cpu", "gpu")
 """``full``: the published figures (the whole suite < 1 h on 2 idle cores); ``quick``: every benchmark in a few
 minutes; ``smoke``: the smallest sizes that still run every code path (CI, with a tiny model). ``cpu`` and
 ``gpu``: one benchmark's own sizes for that machine, where it has them (``search_quality``)."""
+
+
+@dataclass(frozen=True)
+class FoldSizes:
+    """What the sizes of a cross-validating benchmark start with; a benchmark's ``Sizes`` adds its own fields."""
+
+    rows: int  # training rows
+    folds: int
+    max_length: int
+    epochs: int  # per fold
 
 
 @dataclass(frozen=True)
@@ -120,6 +133,19 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def quiet_libraries() -> None:
+    """No progress bars or per-trial INFO lines from the libraries: the benchmarks print what they measured."""
+    import datasets
+    import optuna
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # peft's LoRA asks transformers 5 a deprecated question on every adapter it adds
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 # -- targets: a figure, its limit, and whether it was met ---------------------------------------------------
 
 
@@ -169,6 +195,59 @@ def bench_spec(ctx: Context, name: str, folder: Path, *, rows: int, max_length: 
         "device": device,
         "cache_dir": str(folder / "cache"),
     })
+
+
+EXTRAS: dict[str, str] = {
+    "baseline": "the learning-rate sweep of baseline full fine-tunes a study starts with (outside n_trials)",
+    "confirm": "the confirmation round that re-fits the top configurations on fresh folds after the search",
+    "portfolio": "the literature portfolio of configurations enqueued before the search",
+}
+"""Study options that add fits beyond the trials a benchmark asks for (issues 19 and 20)."""
+
+
+def study_without_extras() -> tuple[dict[str, Any], list[str]]:
+    """``study`` options that switch :data:`EXTRAS` off, as far as the installed spec has them, and a note per
+    extra. Values are tried in order (``false``, then ``"none"``) and the first the spec accepts is kept, so a
+    benchmark follows the spec as it changes; an extra that cannot be switched off is said so."""
+    from pydantic import ValidationError
+
+    from hft_search.spec import StudyOptions
+
+    options: dict[str, Any] = {}
+    notes = []
+    for field, what in EXTRAS.items():
+        if field not in StudyOptions.model_fields:
+            notes.append(f"study.{field}: not in the installed spec (nothing to switch off)")
+            continue
+        for value in (False, "none"):
+            try:
+                StudyOptions.model_validate({field: value})
+            except ValidationError:
+                continue
+            options[field] = value
+            notes.append(f"study.{field}: {json.dumps(value)}, switched off: {what}")
+            break
+        else:
+            notes.append(f"study.{field}: could not be switched off (neither false nor 'none' is accepted): "
+                         f"{what} runs and is counted in the measured time")
+    return options, notes
+
+
+def spec_yaml(spec: StudySpec) -> str:
+    """``spec`` as a runnable YAML file that loads back to the same spec.
+
+    ``StudySpec.to_yaml`` leaves out every None, and a None that switches a default off (``study.portfolio``)
+    would switch it back on when the file is loaded; such fields are written out as ``null``.
+    """
+    body = yaml.safe_load(spec.to_yaml())
+    for name in type(spec).model_fields:
+        section = getattr(spec, name)
+        if not isinstance(section, PydanticModel):
+            continue
+        for field, info in type(section).model_fields.items():
+            if getattr(section, field) is None and info.default is not None:
+                body.setdefault(name, {})[field] = None
+    return yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
 
 
 def trial_seconds(trial: Any) -> float:

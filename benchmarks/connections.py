@@ -1,8 +1,9 @@
 """Connections: 16, 32 and 64 light worker processes on one PostgreSQL, directly and through PgBouncer.
 
 PostgreSQL allows about 100 connections (``max_connections``), and every worker holds a small pool and a
-heartbeat. Here the workers of ``benchmarks/storage.py`` (the real worker loop with a near-zero-cost objective
-that writes what a 3-fold CV trial writes; storage calls metered) run one study together, once on the server
+heartbeat. Here the light workers of ``benchmarks/storage.py`` (the real worker loop with an objective that
+writes what a 3-fold CV trial writes and sleeps in place of the fine-tunes; storage calls metered) run one
+study together, once on the server
 directly and once through a real PgBouncer in transaction pooling (``tests/pgbouncer.py``, pool of
 :data:`~pgbouncer.POOL_SIZE` server connections). Measured per configuration:
 
@@ -12,7 +13,16 @@ directly and once through a real PgBouncer in transaction pooling (``tests/pgbou
 * trials per second, and whether the workers finished exactly ``n_trials`` (a run that fails, e.g. with
   "too many clients", is recorded with its error instead).
 
-    python -m benchmarks connections            # 16/32/64 workers x 64 trials (about 10 min on 2 cores)
+Why the trials sleep as long as a MiniLM trial (full sizes): the target is about workers that fine-tune. With
+trials that cost nothing, 64 processes on 2 cores are always runnable and always in a storage call, so by
+Little's law their storage time per trial is workers / throughput whatever the storage does: the figure would
+measure 64 processes queuing for 2 cores, not PostgreSQL or PgBouncer. A sleeping worker holds no core, as a
+worker waiting on its GPU; the workers still start their trials together (the burst a study's start makes).
+Each worker runs ``trials_per_worker`` trials, so that the figures are those of the trial loop rather than of
+one trial between a worker's start and its exit. Zero-cost trials (the storage at full load) are
+``benchmarks/storage.py``'s measurement.
+
+    python -m benchmarks connections    # 16/32/64 workers x 3 trials of 32 s (about 12 min on 2 idle cores)
 """
 
 from __future__ import annotations
@@ -41,13 +51,14 @@ MINILM_TRIAL_S = 32.3
 @dataclass(frozen=True)
 class Sizes:
     workers: tuple[int, ...]
-    n_trials: int
+    trials_per_worker: int  # n_trials = workers x this
+    trial_s: float | None  # seconds each light trial sleeps; None: as long as the MiniLM trial
 
 
 SIZES = {
-    "full": Sizes(workers=(16, 32, 64), n_trials=64),
-    "quick": Sizes(workers=(16,), n_trials=32),
-    "smoke": Sizes(workers=(4,), n_trials=8),
+    "full": Sizes(workers=(16, 32, 64), trials_per_worker=3, trial_s=None),
+    "quick": Sizes(workers=(16,), trials_per_worker=2, trial_s=2.0),
+    "smoke": Sizes(workers=(4,), trials_per_worker=2, trial_s=0.5),
 }
 
 
@@ -60,11 +71,11 @@ def minilm_trial_s() -> tuple[float, str]:
         return MINILM_TRIAL_S, "constant (results/storage.json absent)"
 
 
-def measure(url: str, server_url: str, workers: int, n_trials: int, folder: Path) -> dict[str, Any]:
+def measure(url: str, server_url: str, workers: int, n_trials: int, folder: Path, sleep: float) -> dict[str, Any]:
     """One configuration, with the server's connections sampled meanwhile; an error is recorded, not raised."""
     with PeakConnections(server_url) as connections:
         try:
-            row = run_configuration(url, workers, n_trials, folder)
+            row = run_configuration(url, workers, n_trials, folder, sleep)
         except RuntimeError as error:
             row = {"workers": workers, "error": mask_url(str(error))[:300]}
     return {**row, "peak_server_connections": connections.peak, "exact": "error" not in row}
@@ -95,11 +106,16 @@ def run(ctx: Context) -> dict[str, Any]:
         return {"sizes": sizes, "skipped": reason, "targets": []}
     folder = ctx.folder("connections")
     trial_s, source = minilm_trial_s()
+    sleep = trial_s if sizes.trial_s is None else sizes.trial_s
+    print(f"connections: {', '.join(map(str, sizes.workers))} workers x {sizes.trials_per_worker} trials of "
+          f"{sleep:.1f} s (sleeping), direct and through PgBouncer", flush=True)
     rows = []
     with running_pgbouncer(ctx.postgres) as bouncer:
         for workers in sizes.workers:
             for route, url in (("direct", ctx.postgres), ("pgbouncer", bouncer.url)):
-                row = {"route": route, **measure(url, ctx.postgres, workers, sizes.n_trials, folder)}
+                n_trials = workers * sizes.trials_per_worker
+                row = {"route": route, "n_trials": n_trials,
+                       **measure(url, ctx.postgres, workers, n_trials, folder, sleep)}
                 if "storage_ms_per_trial" in row:
                     row["storage_percent_of_minilm_trial"] = row["storage_ms_per_trial"] / 10 / trial_s
                 rows.append(row)
@@ -117,9 +133,9 @@ def run(ctx: Context) -> dict[str, Any]:
             + "; direct: " + ", ".join(f"{r['workers']}w: {r['peak_server_connections']}"
                                         for r in rows if r["route"] == "direct")),
         check("PgBouncer: runs that missed exactly n_trials", sum(not r["exact"] for r in bounced), 0,
-              detail=f"n_trials {sizes.n_trials}"),
+              detail=f"{sizes.trials_per_worker} trials per worker"),
         check("PgBouncer: storage time per trial, % of a MiniLM trial (worst)", worst_pct, 1.0,
-              detail=f"MiniLM trial {trial_s:.1f} s ({source})"),
+              detail=f"MiniLM trial {trial_s:.1f} s ({source}); light trials sleep {sleep:.1f} s"),
     ]
     return {"sizes": sizes, "pool_size": POOL_SIZE, "minilm_trial_s": trial_s, "minilm_trial_source": source,
-            "storage": mask_url(ctx.postgres), "rows": rows, "targets": targets}
+            "light_trial_s": sleep, "storage": mask_url(ctx.postgres), "rows": rows, "targets": targets}

@@ -54,16 +54,18 @@ import yaml  # noqa: E402
 from optuna.storages import BaseStorage, JournalStorage, _CachedStorage  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from benchmarks._common import RESULTS_DIR, ROOT, machine_info, merge_json, package_version  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "storage.json"
+"""Not imported from ``benchmarks._common``, which imports torch and transformers: a light worker must not pay
+for them (64 of them on 2 cores would spend minutes and gigabytes importing what they never use)."""
 
 sys.path.insert(0, str(ROOT / "tests"))
 from cheap_worker import CheapObjective, cheap_spec  # noqa: E402
 
 from hft_search.storage import delete_study_if_exists, make_storage  # noqa: E402
 from hft_search.study import open_study  # noqa: E402
-from hft_search.workers import counts, optimize
+from hft_search.workers import counts, optimize  # noqa: E402
 
-RESULTS = RESULTS_DIR / "storage.json"
 QUICKSTART = ROOT / "studies" / "quickstart.yaml"
 WORKER_COUNTS = (1, 2, 4, 8)
 TARGET_PERCENT = 1.0
@@ -123,12 +125,13 @@ class StorageMeter:
 
 
 def worker_main(argv: Sequence[str]) -> int:
-    """``storage.py _worker URL STUDY N_TRIALS GO_FILE STATS_FILE``: one metered worker, started by a file.
+    """``storage.py _worker URL STUDY N_TRIALS TRIAL_S GO_FILE STATS_FILE``: one metered worker, started by a
+    file, whose trials sleep ``TRIAL_S`` seconds (0: trials cost nothing).
 
     It opens the study (as ``hft-search worker`` does first) before it reports ready, so that the meter sees
     the trial loop of :func:`hft_search.workers.optimize` only: the per-trial cost, not the one-off start.
     """
-    url, name, n_trials, go, stats = argv
+    url, name, n_trials, trial_s, go, stats = argv
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = cheap_spec(name, url, int(n_trials), heartbeat=HEARTBEAT_S)
     study = open_study(spec)
@@ -137,7 +140,7 @@ def worker_main(argv: Sequence[str]) -> int:
     print("ready", flush=True)
     while not os.path.exists(go):
         time.sleep(0.005)
-    optimize(study, CheapObjective(0.0), spec.study.n_trials, max_retries=spec.study.max_retries)
+    optimize(study, CheapObjective(float(trial_s)), spec.study.n_trials, max_retries=spec.study.max_retries)
     Path(stats).write_text(json.dumps(meter.report()))
     return 0
 
@@ -153,12 +156,14 @@ def storage_urls(folder: Path, postgres: str | None) -> dict[str, str]:
     return urls
 
 
-def run_configuration(url: str, workers: int, n_trials: int, folder: Path) -> dict[str, Any]:
-    """Start ``workers`` metered workers on a new study, release them together, and sum up what they did."""
+def run_configuration(url: str, workers: int, n_trials: int, folder: Path, trial_s: float = 0.0) -> dict[str, Any]:
+    """Start ``workers`` metered workers on a new study, release them together, and sum up what they did.
+    Their trials sleep ``trial_s`` seconds in place of fine-tuning (0: the storage is all they do)."""
     name = f"bench-{uuid.uuid4().hex[:10]}"
     go = folder / f"{name}.go"
     stats = [folder / f"{name}.{i}.json" for i in range(workers)]
-    command = [sys.executable, "-m", "benchmarks.storage", "_worker", url, name, str(n_trials), str(go)]
+    command = [sys.executable, "-m", "benchmarks.storage", "_worker", url, name, str(n_trials), str(trial_s),
+               str(go)]
     processes = [subprocess.Popen([*command, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
                  for path in stats]
     try:
@@ -268,6 +273,8 @@ def postgres_version(url: str) -> str:
 
 
 def machine(postgres: str | None, worker_counts: Sequence[int]) -> dict[str, Any]:
+    from benchmarks._common import machine_info, package_version
+
     info = machine_info()  # cores, load average at the start, processor (device_name), package versions
     cores = info["cpu_count"]
     return {
@@ -327,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     over = [f"{row['storage']} x {row['workers']}" for row in rows if row["percent_of_minilm_trial"] >= TARGET_PERCENT]
     if over:
         print(f"over {TARGET_PERCENT:g} %: {', '.join(over)} (near-zero-cost trials from every worker at once)")
+    from benchmarks._common import merge_json
+
     merge_json(args.out, {"quick" if args.quick else "full": {
         "machine": info, "trials_per_configuration": n_trials, "heartbeat_interval_s": HEARTBEAT_S,
         "postgresql": "measured" if args.postgres else "skipped: no --postgres and no $HFT_TEST_POSTGRES_URL",
