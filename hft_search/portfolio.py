@@ -77,7 +77,7 @@ def portfolio_params(spec: StudySpec) -> list[tuple[str, dict[str, Any]]]:
     """(``portfolio:NAME``, filtered params) of every entry of the spec's portfolio that keeps a defining knob."""
     from hft_search.seeding import filter_params
 
-    if spec.study.portfolio is None or spec.study.sampler == "grid":
+    if spec.study.portfolio == "none" or spec.study.sampler == "grid":
         return []
     picked: list[tuple[str, dict[str, Any]]] = []
     for entry in PORTFOLIOS[spec.study.portfolio]:

@@ -449,17 +449,19 @@ class StudyOptions(_Section):
     enqueue: list[dict[str, Any]] = Field(default_factory=list, description="configurations (dotted knob: value) "
                                           "tried first, after the baseline")
     warm_start: WarmStart | None = Field(None, description="enqueue the best configurations of an earlier study")
-    portfolio: Literal["literature"] | None = Field(
+    portfolio: Literal["literature", "none"] = Field(
         "literature", description="enqueue, after the baseline, the cited small-data recipes of "
         "hft_search/portfolio.py that the search space can express (false or none: off)")
+    max_consecutive_failures: int = Field(
+        3, ge=1, description="a worker stops (exit 1) after this many trials in a row fail from an exception "
+        "(a bug, not out of memory)")
 
     @field_validator("portfolio", mode="before")
     @classmethod
     def _portfolio_off(cls, value: Any) -> Any:
-        return None if value is False or value == "none" else value
-    max_consecutive_failures: int = Field(
-        3, ge=1, description="a worker stops (exit 1) after this many trials in a row fail from an exception "
-        "(a bug, not out of memory)")
+        """``false`` reads as ``none``: a value, not a missing one, so that ``to_yaml`` (which leaves out every
+        None) writes it and the spec loads back with the portfolio still off."""
+        return "none" if value is False or value is None else value
 
 
 class StudySpec(_Section):

@@ -221,7 +221,7 @@ def test_new_knob_errors_name_the_field(tiny_spec_dict: dict) -> None:
         assert field in text, field
     for off in (False, "none", None):
         assert spec_from_dict({**tiny_spec_dict, "study": {**tiny_spec_dict["study"], "portfolio": off}}
-                              ).study.portfolio is None
+                              ).study.portfolio == "none"
 
 
 def test_portfolio_follows_the_baseline_filtered_to_the_space(tiny_spec_dict: dict,
