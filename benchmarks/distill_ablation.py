@@ -101,7 +101,7 @@ def row_spec(ctx: Context, sizes: Sizes, folder: Path, name: str, unlabeled: Pat
     spec = bench_spec(ctx, f"distill-{name}", folder, rows=sizes.rows, max_length=sizes.max_length,
                       folds=sizes.folds, fixed=fixed, search_space=SEARCH_SPACE,
                       study={"n_trials": sizes.trials, "sampler": "tpe", "seed": 0, "baseline": False,
-                             "portfolio": None})
+                             "portfolio": "none"})
     if name == "cls":
         spec = spec.model_copy(update={"model": spec.model.model_copy(update={"pooling": "cls"})})
     if unlabeled is None:

@@ -249,7 +249,7 @@ def test_portfolio_follows_the_baseline_filtered_to_the_space(tiny_spec_dict: di
     assert fixed[3] == {"lora.enabled": True, "lora.variant": "dora", "lora.r": 8}
     assert all(entry.defining for entry in LITERATURE)
     assert seed_study(optuna.create_study(), spec.model_copy(update={"study": spec.study.model_copy(
-        update={"portfolio": None})}), "sqlite://") == 1
+        update={"portfolio": "none"})}), "sqlite://") == 1
     small = spec.model_copy(update={"study": spec.study.model_copy(update={"n_trials": 4})})
     assert seed_study(optuna.create_study(), small, "sqlite://") == 1 + 2  # at most half of n_trials
     grid = spec_from_dict({**raw, "search_space": {"training.layer_lr_decay": {"float": [0.8, 1.0], "step": 0.1}},
@@ -290,7 +290,7 @@ def test_every_new_knob_end_to_end_recorded_and_pinned_by_export(family: str, ti
     for knob in ("distill.hidden_weight", "distill.student_init", "training.layer_lr_decay",
                  "training.reinit_layers", "lora.variant", "lora.lr_ratio", "lora.targets"):
         assert best.fixed[knob] == config[knob], knob
-    assert best.model.pooling == "mean" and best.study.portfolio is None
+    assert best.model.pooling == "mean" and best.study.portfolio == "none"
     trained = train_final(best, tmp_path / "model", quantize="int8" if family == "bert" else None)
     saved = load_model(trained.path)
     if family == "bert":  # int8 after the merge, as before: the pooled class and its code file travel along

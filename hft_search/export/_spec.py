@@ -148,7 +148,7 @@ def export_spec(study: optuna.Study, trial_number: int | None = None, *,
     # One fixed configuration prunes nothing and seeds nothing: "none" also keeps a study stored with a pruner
     # its folds could not use exportable, and the search's enqueued and warm-start trials named searched knobs.
     raw["study"] = {**raw.get("study", {}), "n_trials": 1, "pruner": "none", "enqueue": [], "warm_start": None,
-                    "portfolio": None}
+                    "portfolio": "none"}
     return spec_from_dict(raw, source=f"trial {trial.number} of study {study.study_name!r}")
 
 
