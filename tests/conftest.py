@@ -97,8 +97,8 @@ def tiny_test_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_spec_dict(tiny_model_dir: Path, tiny_csv: Path, tiny_test_csv: Path, tmp_path: Path) -> dict:
     """A complete spec on the tiny model: 2 folds, 1 epoch, lr and frozen layers searched, SQLite in tmp_path.
 
-    No baseline trial (``study.baseline: false``): tests count and enqueue trials themselves; the baseline's
-    own tests (``test_baseline.py``) turn it on."""
+    No baseline sweep and no confirmation round (``study.baseline: false``, ``study.confirm: false``): tests
+    count and enqueue trials themselves; :func:`tiny_defaults_spec_dict` keeps the defaults."""
     return {
         "name": "tiny",
         "data": {"train": str(tiny_csv), "test": str(tiny_test_csv)},
@@ -109,7 +109,17 @@ def tiny_spec_dict(tiny_model_dir: Path, tiny_csv: Path, tiny_test_csv: Path, tm
             "freeze.layers": {"int": [0, 2]},
         },
         "fixed": {"training.epochs": 1, "training.batch_size": 16},
-        "study": {"n_trials": 2, "storage": f"sqlite:///{tmp_path / 'hft.db'}", "pruner": "none", "baseline": False},
+        "study": {"n_trials": 2, "storage": f"sqlite:///{tmp_path / 'hft.db'}", "pruner": "none", "baseline": False,
+                  "confirm": False},
         "device": "cpu",
         "cache_dir": str(tmp_path / "cache"),
     }
+
+
+@pytest.fixture
+def tiny_defaults_spec_dict(tiny_spec_dict: dict) -> dict:
+    """:func:`tiny_spec_dict` with the study defaults a user gets: the baseline sweep, successive halving, the
+    confirmation round, and 2 epochs per fold (so the pruner has epochs to compare)."""
+    study = {key: value for key, value in tiny_spec_dict["study"].items()
+             if key not in ("pruner", "baseline", "confirm")}
+    return {**tiny_spec_dict, "fixed": {**tiny_spec_dict["fixed"], "training.epochs": 2}, "study": study}
