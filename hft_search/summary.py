@@ -163,9 +163,9 @@ def _baseline_lines(study: optuna.Study, best: FrozenTrial) -> list[str]:
         return ["no completed baseline trial (study.baseline: false, or it has not run): no lift to show"]
     rates = sorted(t.user_attrs.get("config", {}).get("training.learning_rate") or 0.0 for t in baseline_trials(study)
                    if t.state == TrialState.COMPLETE)
-    lines = [f"tuned baseline: trial {baseline.number} (plain full fine-tune, the best of {len(rates)} learning "
-             f"rate(s) {', '.join(_fmt(r) for r in rates)}: "
-             f"{_fmt(baseline.user_attrs.get('config', {}).get('training.learning_rate'))}): "
+    rate = baseline.user_attrs.get("config", {}).get("training.learning_rate")
+    lines = [f"tuned baseline: trial {baseline.number}, the plain full fine-tune at learning rate {_fmt(rate)} (the "
+             f"best of {len(rates)} swept: {', '.join(_fmt(r) for r in rates)}): "
              f"{best.user_attrs.get('metric', 'value')} {_value(baseline)}"]
     lift = lift_of(best, baseline, maximize=maximize)
     if lift is not None:

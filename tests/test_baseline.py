@@ -58,7 +58,8 @@ def test_sweep_points_are_centres_of_equal_parts_on_the_range_scale() -> None:
     assert sweep_values(log, 1) == [pytest.approx(1e-4)] and midpoint(log) == pytest.approx(1e-4)
     assert sweep_values(log, 2) == [pytest.approx(10 ** -4.5), pytest.approx(10 ** -3.5)]
     assert sweep_values(log, 3) == [pytest.approx(10 ** (-5 + 2 * (i + 0.5) / 3)) for i in range(3)]
-    assert sweep_values(FloatDist.model_validate({"float": [0.0, 0.6]}), 3) == [pytest.approx(v) for v in (0.1, 0.3, 0.5)]
+    linear = FloatDist.model_validate({"float": [0.0, 0.6]})
+    assert sweep_values(linear, 3) == [pytest.approx(v) for v in (0.1, 0.3, 0.5)]
     stepped = FloatDist.model_validate({"float": [0.0, 1.0], "step": 0.5})
     assert sweep_values(stepped, 4) == [0.0, 0.5, 1.0]  # snapped to the step, repeats dropped
     assert sweep_values(IntDist.model_validate({"int": [1, 4]}), 1) == [3]  # 1 + round(1.5)
@@ -170,7 +171,7 @@ def test_n_trials_counts_the_searched_trials_only(tiny_spec_dict: dict) -> None:
     assert study.trials[0].user_attrs["config"]["freeze.enabled"] is False
     summary = describe_best(study)
     assert "1 counted trials (1 complete) + 2 baseline trial(s) outside n_trials" in summary
-    assert "tuned baseline: trial" in summary and "the best of 2 learning rate(s)" in summary
+    assert "tuned baseline: trial" in summary and "(the best of 2 swept: " in summary
 
 
 # -- lifts: computed on read, against the best completed baseline ---------------------------------------------

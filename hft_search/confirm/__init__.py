@@ -10,7 +10,7 @@ from hft_search.confirm._record import (
     stored_confirmation,
     verdict_text,
 )
-from hft_search.confirm._round import candidates, confirm_stored, confirm_study, stored_spec
+from hft_search.confirm._round import candidates, confirm_stored, confirm_study, judge, stored_spec
 
 __all__ = [
     "CONFIRMATION_ATTR",
@@ -20,6 +20,7 @@ __all__ = [
     "confirm_stored",
     "confirm_study",
     "describe_confirmation",
+    "judge",
     "stored_confirmation",
     "stored_spec",
     "verdict_text",

@@ -121,7 +121,8 @@ def confirm_study(study: optuna.Study, spec: StudySpec | None = None, *, top: in
     fitted = []
     for trial in ([reference] if reference is not None else []) + picked:
         fitted.append(reuse.get(trial.number) or _fit(cv, trial))
-    confirmation = _judge(study, fitted, resampling, reference, spec.cv.metric)
+    confirmation = judge(fitted, resampling, None if reference is None else reference.number,
+                         maximize=maximizes(study), metric=spec.cv.metric, searched_trials=counted_trials(study))
     study.set_user_attr(CONFIRMATION_ATTR, confirmation.to_attr())
     return confirmation
 
@@ -152,10 +153,11 @@ def _fit(cv: Any, trial: FrozenTrial) -> Candidate:
     return candidate
 
 
-def _judge(study: optuna.Study, fitted: list[Candidate], resampling: Resampling, reference: FrozenTrial | None,
-           metric: str) -> Confirmation:
-    """The winner, its lift over the baseline on the fresh folds, and the verdict (module docstring)."""
-    maximize = maximizes(study)
+def judge(fitted: list[Candidate], resampling: Resampling, baseline: int | None, *, maximize: bool, metric: str,
+          searched_trials: int) -> Confirmation:
+    """The round's record: the winner (best confirmed mean), the lift of the best searched configuration over
+    the ``baseline`` trial on the fresh folds, its p-value × the searched candidates (Bonferroni), and the
+    verdict (module docstring)."""
     sign = 1.0 if maximize else -1.0
     scored = [c for c in fitted if c.mean is not None]
     winner = max(scored, key=lambda c: sign * c.mean).trial if scored else None
@@ -172,10 +174,10 @@ def _judge(study: optuna.Study, fitted: list[Candidate], resampling: Resampling,
         verdict = "not separated"
         if lift is not None and p_adjusted is not None and p_adjusted < SIGNIFICANCE and lift.mean != 0:
             verdict = "better" if lift.mean > 0 else "worse"
-    elif reference is not None:
+    elif baseline is not None:
         verdict = "not compared"  # the baseline or every searched candidate failed on the fresh folds
-    return Confirmation(resampling.describe(), fitted, winner, None if reference is None else reference.number,
-                        None if best is None else best.trial, lift, p_adjusted, verdict, counted_trials(study), metric,
+    return Confirmation(resampling.describe(), fitted, winner, baseline, None if best is None else best.trial, lift,
+                        p_adjusted, verdict, searched_trials, metric,
                         dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 
 
