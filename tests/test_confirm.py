@@ -18,12 +18,12 @@ from hft_search import spec_from_dict
 from hft_search.baseline import BASELINE_ATTR, reference_baseline
 from hft_search.cli import main
 from hft_search.comparison import corrected_ttest
-from hft_search.confirm import Candidate, judge, stored_confirmation
+from hft_search.confirm import Candidate, is_stale, judge, stored_confirmation
 from hft_search.export import export_spec
 from hft_search.resampling import Resampling
 from hft_search.spec import CVSpec
 from hft_search.study import open_study
-from hft_search.summary import best_summary
+from hft_search.summary import best_summary, describe_best
 from hft_search.workers import counted_trials
 from tests.conftest import tiny_spec, with_study_defaults
 
@@ -137,6 +137,20 @@ def test_confirm_command_reuses_scores_and_adds_repeats(confirmed: tuple[optuna.
     assert wider.resampling["split_seeds"] == [1, 2] and "2×2 folds" in out
     first = before.candidate(wider.candidates[0].trial)
     assert wider.candidates[0].fold_scores[:2] == first.fold_scores  # repeat 1 is the earlier round's folds
+
+
+def test_a_round_overtaken_by_a_better_trial_says_so(confirmed: tuple[optuna.Study, str, str],
+                                                    tmp_path: Path) -> None:
+    study, storage, _ = confirmed
+    copy = optuna.load_study(study_name="tiny", storage=copy_of(storage, tmp_path))
+    confirmation = stored_confirmation(copy)
+    assert not is_stale(confirmation, copy)
+    best = copy.best_trial
+    config = {**best.user_attrs["config"], "training.epochs": 3}  # another configuration, scoring higher
+    copy.add_trial(optuna.trial.create_trial(value=1.0, params=best.params, distributions=best.distributions,
+                                             user_attrs={"config": config}))
+    assert is_stale(confirmation, copy)
+    assert "note: the study's top configurations changed since this round" in describe_best(copy)
 
 
 def test_confirm_exit_codes(tiny_spec_dict: dict, capsys: pytest.CaptureFixture) -> None:

@@ -6,11 +6,13 @@ from hft_search.confirm._record import (
     CONFIRMATION_ATTR,
     Candidate,
     Confirmation,
+    candidates,
     describe_confirmation,
+    is_stale,
     stored_confirmation,
     verdict_text,
 )
-from hft_search.confirm._round import candidates, confirm_stored, confirm_study, judge, stored_spec
+from hft_search.confirm._round import confirm_stored, confirm_study, judge, stored_spec
 
 __all__ = [
     "CONFIRMATION_ATTR",
@@ -20,6 +22,7 @@ __all__ = [
     "confirm_stored",
     "confirm_study",
     "describe_confirmation",
+    "is_stale",
     "judge",
     "stored_confirmation",
     "stored_spec",

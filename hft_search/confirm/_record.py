@@ -7,14 +7,16 @@ training code, so a report is drawn without it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
+from hft_search.baseline import is_baseline, maximizes
 from hft_search.comparison import TEST_NAME, Lift, folds_text
-from hft_search.workers import counted_trials
 
 CONFIRMATION_ATTR = "confirmation"
 """Study user attribute: :meth:`Confirmation.to_attr` of the latest confirmation round."""
@@ -84,6 +86,22 @@ class Confirmation:
         return cls(**body)
 
 
+def candidates(study: optuna.Study, top: int) -> list[FrozenTrial]:
+    """The ``top`` best distinct COMPLETE searched configurations (a repeat of a configuration counts once)."""
+    sign = -1.0 if maximizes(study) else 1.0
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if not is_baseline(t) and t.values and "config" in t.user_attrs]
+    picked, seen = [], set()
+    for trial in sorted(done, key=lambda t: (sign * t.values[0], t.number)):
+        key = json.dumps(trial.user_attrs["config"], sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            picked.append(trial)
+        if len(picked) == top:
+            break
+    return picked
+
+
 def stored_confirmation(study: optuna.Study) -> Confirmation | None:
     """The latest confirmation round of a study, or None."""
     return Confirmation.from_attr(study.user_attrs.get(CONFIRMATION_ATTR))
@@ -140,7 +158,14 @@ def describe_confirmation(confirmation: Confirmation, study: optuna.Study | None
                      f"{_score(winner.mean, winner.std)}; search CV {winner.search_value:.4f}, winner's curse "
                      f"{winner.winners_curse:+.4f})")
     lines.append(verdict_text(confirmation))
-    if study is not None and counted_trials(study) != confirmation.searched_trials:
-        lines.append(f"note: this round was run when the study had {confirmation.searched_trials} searched trials; "
-                     f"it has {counted_trials(study)} now: run `hft-search confirm --study {study.study_name}` again")
+    if study is not None and is_stale(confirmation, study):
+        lines.append(f"note: the study's top configurations changed since this round (run when it had "
+                     f"{confirmation.searched_trials} searched trials): run `hft-search confirm --study "
+                     f"{study.study_name}` again")
     return lines
+
+
+def is_stale(confirmation: Confirmation, study: optuna.Study) -> bool:
+    """Whether the study's best distinct configurations are no longer the ones the round confirmed."""
+    searched = {c.trial for c in confirmation.candidates if not c.baseline}
+    return {t.number for t in candidates(study, len(searched))} != searched

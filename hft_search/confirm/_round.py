@@ -23,20 +23,24 @@ This module knows Optuna only through the study API; it reads trials and writes 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import math
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from hft_search.baseline import is_baseline, maximizes, reference_baseline
 from hft_search.comparison import SIGNIFICANCE, compute_lift, folds_text, size_ratio
-from hft_search.confirm._record import CONFIRMATION_ATTR, Candidate, Confirmation, stored_confirmation
+from hft_search.confirm._record import (
+    CONFIRMATION_ATTR,
+    Candidate,
+    Confirmation,
+    candidates,
+    stored_confirmation,
+)
 from hft_search.exceptions import ConfirmError
 from hft_search.spec import ConfirmOptions, HybridConfig, StudySpec, spec_from_dict
-from hft_search.workers import counted_trials
 
 if TYPE_CHECKING:
     from hft_search.caching import Cache
@@ -68,22 +72,6 @@ def _aliased(dist: Any) -> Any:
     return {kind: dist.get("bounds"), **{k: v for k, v in dist.items() if k != "bounds" and v is not None}}
 
 
-def candidates(study: optuna.Study, top: int) -> list[FrozenTrial]:
-    """The ``top`` best distinct COMPLETE searched configurations (a repeat of a configuration counts once)."""
-    sign = -1.0 if maximizes(study) else 1.0
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if not is_baseline(t) and t.values and "config" in t.user_attrs]
-    picked, seen = [], set()
-    for trial in sorted(done, key=lambda t: (sign * t.values[0], t.number)):
-        key = json.dumps(trial.user_attrs["config"], sort_keys=True, default=str)
-        if key not in seen:
-            seen.add(key)
-            picked.append(trial)
-        if len(picked) == top:
-            break
-    return picked
-
-
 def confirm_study(study: optuna.Study, spec: StudySpec | None = None, *, top: int | None = None,
                   repeats: int | None = None, cache: Cache | None = None, data: LabelledData | None = None,
                   base: BaseModel | None = None) -> Confirmation:
@@ -99,6 +87,7 @@ def confirm_study(study: optuna.Study, spec: StudySpec | None = None, *, top: in
     """
     from hft_search.cv import CrossValidator
     from hft_search.resampling import Resampling
+    from hft_search.workers import counted_trials
 
     if len(study.directions) > 1:
         raise ConfirmError(f"study {study.study_name!r} is multi-objective: a Pareto front has no single winner "
