@@ -9,8 +9,11 @@ weights (early stopping restores them), while ``train`` has no validation split 
 searched maximum would fit something nobody scored. The searched value stays in the provenance
 (``cv_epochs``), which ``hft-search verify`` and ``train``'s fold runs use to cross-validate as the search did.
 
-The provenance block (study, trial, value ± std, fold scores, versions,
-data fingerprint) travels with the spec into the trained model's ``hft_search.json``.
+Which trial: the one named, else the winner of the study's confirmation round (:mod:`hft_search.confirm`: the
+search's own maximum is optimistic, the round re-fitted the top configurations on fresh folds), else the best.
+
+The provenance block (study, trial, value ± std, fold scores, versions, data fingerprint, the lift over the tuned
+baseline and the confirmation round) travels with the spec into the trained model's ``hft_search.json``.
 """
 
 from __future__ import annotations
