@@ -91,7 +91,8 @@ class Lift:
 
     def text(self) -> str:
         """``+0.0123 ± 0.0040 (corrected resampled t-test over 3×1 folds, p = 0.031)``."""
-        p = "p undefined" if self.p_value is None else f"p = {self.p_value:.3g}"
+        p = f"p = {self.p_value:.3g}" if self.p_value is not None else (
+            "p undefined: one fold" if self.folds < 2 else "p undefined: the differences have no spread")
         return f"{self.mean:+.4f} ± {self.std:.4f} ({TEST_NAME} over {folds_text(self.folds, self.repeats)}, {p})"
 
 

@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hft_search.baseline import is_baseline, maximizes
-from hft_search.comparison import TEST_NAME, Lift, folds_text
+from hft_search.comparison import Lift, folds_text
 
 CONFIRMATION_ATTR = "confirmation"
 """Study user attribute: :meth:`Confirmation.to_attr` of the latest confirmation round."""
@@ -119,13 +119,12 @@ def verdict_text(confirmation: Confirmation) -> str:
     if lift is None:
         return f"verdict: not compared: the tuned baseline (trial {base}) or every candidate failed on the fresh folds"
     n = sum(not c.baseline for c in confirmation.candidates)
-    p = "p undefined" if lift.p_value is None else f"p = {lift.p_value:.3g}"
+    test = lift.text()
     if lift.p_value is not None and n > 1:
-        p += f", × {n} candidates (Bonferroni): {confirmation.p_adjusted:.3g}"
+        test = f"{test[:-1]}, × {n} candidates (Bonferroni): {confirmation.p_adjusted:.3g})"
     meaning = {"better": "better than", "worse": "worse than",
                "not separated": "not separated from"}[confirmation.verdict]
-    line = (f"verdict: trial {confirmation.compared} is {meaning} the tuned baseline (trial {base}): lift "
-            f"{lift.mean:+.4f} ± {lift.std:.4f} ({TEST_NAME} over {folds_text(lift.folds, lift.repeats)}, {p})")
+    line = f"verdict: trial {confirmation.compared} is {meaning} the tuned baseline (trial {base}): lift {test}"
     winner = confirmation.winner_candidate
     if winner is not None and winner.baseline:
         line += "; the tuned baseline scores highest on the fresh folds: the plain full fine-tune wins"
