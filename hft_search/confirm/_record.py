@@ -129,7 +129,7 @@ def verdict_text(confirmation: Confirmation) -> str:
     if winner is not None and winner.baseline:
         line += "; the tuned baseline scores highest on the fresh folds: the plain full fine-tune wins"
     elif confirmation.verdict == "not separated":
-        line += "; the difference may be fold noise"
+        line += "; the difference may be fold noise (more folds or study.confirm.repeats sharpen the test)"
     return line
 
 
