@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from hft_search.workers import counts
+from hft_search.workers import has_verdict
 
 MAJORITY_MARGIN = 0.01
 """A trial whose every fold scores within this of the majority-class share learned nothing."""
@@ -29,9 +29,10 @@ def fold_epochs(trial: FrozenTrial, fallback: int) -> int:
 
 
 def curve(study: optuna.Study, origin: float, fallback_epochs: int) -> list[dict[str, Any]]:
-    """One point per counted trial, in order of completion: elapsed seconds since ``origin`` (a POSIX time),
-    fold-epochs spent so far, and the best CV score so far."""
-    trials = sorted((t for t in study.get_trials(deepcopy=False) if counts(t) and t.datetime_complete),
+    """One point per trial with a verdict (the baseline sweep's too: it is part of a method's cost), in order of
+    completion: elapsed seconds since ``origin`` (a POSIX time), fold-epochs spent so far, and the best CV score
+    so far."""
+    trials = sorted((t for t in study.get_trials(deepcopy=False) if has_verdict(t) and t.datetime_complete),
                     key=lambda t: t.datetime_complete)
     points, best, spent = [], float("-inf"), 0
     for trial in trials:
@@ -50,7 +51,7 @@ def majority_trials(study: optuna.Study, majority: float) -> int:
     stuck = 0
     for trial in study.get_trials(deepcopy=False):
         scores = trial.user_attrs.get("fold_scores") or []
-        if counts(trial) and scores and max(scores) <= majority + MAJORITY_MARGIN:
+        if has_verdict(trial) and scores and max(scores) <= majority + MAJORITY_MARGIN:
             stuck += 1
     return stuck
 

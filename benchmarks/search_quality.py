@@ -7,7 +7,8 @@ over folds; see :mod:`benchmarks._anytime`), on the same folds and training seed
 (a) ``tuned_full`` — the tuned full fine-tune: a learning-rate-only TPE search of plain full fine-tuning;
 (b) ``random`` — random search over the hybrid space;
 (c) ``tpe`` — TPE over the hybrid space, no pruning;
-(d) ``recommended`` — the default: TPE + multi-fidelity pruning (:data:`RECOMMENDED_PRUNER`) + baseline anchor.
+(d) ``recommended`` — the default: TPE + multi-fidelity pruning (:data:`RECOMMENDED_PRUNER`), the tuned baseline
+    (a learning-rate sweep of the plain full fine-tune, inside (d)'s budget) and the confirmation round.
 
 ``random_fixed_lr`` is (b) with ``training.max_lr_multiplier: 1`` (every configuration at the searched rate,
 as before issue 13): at the same seed it samples the same configurations, so the trials that end at the
@@ -16,6 +17,15 @@ majority class with and without learning-rate scaling are a paired before/after.
 Per method and seed: best CV score, the best trial exported (``export_spec``) and fitted by ``train_final`` on
 all training rows (same epochs as the search: no protocol change between search and final fit) and scored on
 the dev split, its trainable fraction, wall times, and the anytime curve (JSON and ``search_quality_<preset>.html``).
+
+Does the verdict users see hold on data the selection never saw? For (d), per seed, after its search the
+confirmation round (:mod:`hft_search.confirm`: the top configurations and the tuned baseline re-fitted on fresh
+folds, corrected resampled t-test) picks the winner, which ``export`` takes by default. The winner and the tuned
+baseline (and the best searched configuration, when the baseline won) are fitted on all training rows and scored
+on the dev split; the dev comparison of the tested configuration with the baseline is McNemar's exact test on the
+rows where exactly one of them is right (p < 0.05: better or worse, else not separated). The table per seed puts
+the search's best CV, the confirmed CV, the winner's curse (search CV − confirmed CV), both dev accuracies, the
+confirmed verdict and the dev verdict side by side. The confirmation's fine-tunes are outside the search budget.
 Then the warm start (part 2): (d) on a second task (the project's reviews, ``studies/data/reviews.csv``) cold,
 and warm-started from the top 3 configurations of the SST-2 study of (d) at seed 0.
 """
@@ -29,10 +39,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from benchmarks import _anytime as anytime
 from benchmarks._common import ROOT, Context, bench_spec, check
+from hft_search.baseline import reference_baseline
 from hft_search.caching import Cache
+from hft_search.confirm import Confirmation, confirm_study
 from hft_search.data import load_data
 from hft_search.export import export_spec, train_final
 from hft_search.models import load_base, load_config, num_layers_in_config
@@ -40,7 +53,7 @@ from hft_search.objective import CVObjective
 from hft_search.pruning import late_prunes
 from hft_search.spec import StudySpec
 from hft_search.study import open_study
-from hft_search.workers import counted_trials, counts, optimize
+from hft_search.workers import counted_trials, has_verdict, optimize
 
 RECOMMENDED_PRUNER = "successive_halving"
 """(d)'s pruner, the spec's default: multi-fidelity on fold-epochs. Successive halving rather than Hyperband: at
@@ -95,6 +108,8 @@ SIZES = {
 }
 MAX_TRAINABLE_FRACTION = 0.20
 BASELINE_LEARNS = 0.78
+DEV_SIGNIFICANCE = 0.05
+"""p below which McNemar's test on the dev split calls two fitted models different."""
 
 
 def search_space(method: Method, num_layers: int) -> dict[str, Any]:
@@ -125,6 +140,7 @@ class Bench:
         sizes = self.sizes
         per_trial = sizes.folds * sizes.epochs
         study = {"sampler": method.sampler, "pruner": method.pruner, "baseline": method.baseline, "seed": seed,
+                 "confirm": method.baseline,  # the round runs explicitly after (d)'s search (confirm_run)
                  "n_trials": max(2, sizes.budget_fold_epochs // per_trial)}  # sizes TPE's random start-up
         if warm_start:
             study["warm_start"] = warm_start
@@ -148,10 +164,10 @@ class Bench:
         objective = self.objective(spec)
         study = open_study(spec)
         start, origin, spent = time.perf_counter(), time.time(), 0
-        while spent < budget:
+        while spent < budget:  # the baseline sweep's trials are outside n_trials but inside the budget
             optimize(study, objective, counted_trials(study) + 1, max_retries=0)
             spent = sum(anytime.fold_epochs(t, self.sizes.epochs) for t in study.get_trials(deepcopy=False)
-                        if counts(t))
+                        if has_verdict(t))
         labels = objective.data.train.labels
         points = anytime.curve(study, origin, self.sizes.epochs)
         return {"study": study, "wall_s": time.perf_counter() - start, "fold_epochs": spent,
@@ -161,18 +177,63 @@ class Bench:
                 "majority_trials": anytime.majority_trials(study, float(np.bincount(labels).max() / len(labels))),
                 "curve": points}
 
-    def final_fit(self, run: dict[str, Any], spec: StudySpec) -> dict[str, Any]:
-        """Export the best trial and fit it by ``train_final`` (the ``export`` + ``train`` path) on the dev split."""
-        best = export_spec(run["study"], storage_url=spec.study.storage)
-        output = self.folder / f"{spec.name}-model"
+    def final_fit(self, run: dict[str, Any], spec: StudySpec, trial: int | None = None) -> dict[str, Any]:
+        """Export the best (for (d): the confirmed winner's) or the given trial and fit it by ``train_final``
+        (the ``export`` + ``train`` path); its dev accuracy and which dev rows it got right."""
+        best = export_spec(run["study"], trial, storage_url=spec.study.storage)
+        output = self.folder / f"{spec.name}-model-{best.provenance['trial']}"
         start = time.perf_counter()
-        meta = train_final(best, output).metadata
+        trained = train_final(best, output)
+        meta = trained.metadata
         shutil.rmtree(output, ignore_errors=True)
+        data, _ = self.shared[spec.data.train or ""]
+        right = (np.argmax(trained.test_probs, axis=1) == data.test.labels).tolist()
         return {"dev_accuracy": meta["metrics"]["accuracy"], "dev_rows": meta["metrics"]["rows"],
                 "trainable_fraction": meta["training"]["trainable_fraction"],
-                "final_fit_s": time.perf_counter() - start,
+                "final_fit_s": time.perf_counter() - start, "dev_right": right,
                 "best_trial": best.provenance["trial"], "config": best.fixed, "lift": best.provenance.get("lift"),
                 "lift_warning": best.provenance.get("lift_warning")}
+
+    def confirm_run(self, run: dict[str, Any], spec: StudySpec) -> Confirmation:
+        """(d)'s confirmation round, which makes the confirmed winner ``export``'s default."""
+        data, base = self.shared[spec.data.train or ""]
+        start = time.perf_counter()
+        round_ = confirm_study(run["study"], spec, cache=self.cache, data=data, base=base)
+        run["confirm_s"] = time.perf_counter() - start
+        return round_
+
+    def verdicts(self, run: dict[str, Any], spec: StudySpec, round_: Confirmation) -> dict[str, Any]:
+        """The confirmed verdict next to the dev-set comparison: the tuned baseline (and the tested configuration,
+        when the baseline won) fitted like the winner, whose fit is ``run``'s."""
+        winner, baseline = round_.winner_candidate, reference_baseline(run["study"])
+        record = {"search_best_cv": run["best_cv"], "confirmed_cv": winner.mean, "winners_curse": winner.winners_curse,
+                  "winner": round_.winner, "winner_is_baseline": winner.baseline, "confirmed_verdict": round_.verdict,
+                  "confirmed_lift": None if round_.lift is None else round_.lift.mean,
+                  "confirmed_p": None if round_.lift is None else round_.lift.p_value,
+                  "confirmed_p_adjusted": round_.p_adjusted, "confirm_s": run["confirm_s"],
+                  "dev_winner": run["dev_accuracy"]}
+        if baseline is None or round_.compared is None:  # no completed baseline, or every candidate failed
+            return {**record, "dev_baseline": None, "dev_tested": None, "dev_gap": None, "dev_p": None,
+                    "dev_verdict": "not compared", "agrees": round_.verdict == "not compared"}
+        fits = {round_.winner: {k: run[k] for k in ("dev_accuracy", "dev_right")}}
+        for trial in (baseline.number, round_.compared):
+            if trial not in fits:
+                fits[trial] = self.final_fit(run, spec, trial)
+        dev = mcnemar(fits[round_.compared]["dev_right"], fits[baseline.number]["dev_right"])
+        return {**record, "tested": round_.compared, "baseline": baseline.number,
+                "dev_baseline": fits[baseline.number]["dev_accuracy"],
+                "dev_tested": fits[round_.compared]["dev_accuracy"], "dev_gap": dev["gap"], "dev_p": dev["p"],
+                "dev_verdict": dev["verdict"], "agrees": dev["verdict"] == round_.verdict}
+
+
+def mcnemar(ours: list[bool], theirs: list[bool]) -> dict[str, Any]:
+    """McNemar's exact test of two models on the same dev rows: the rows only one of them gets right."""
+    only_ours = sum(a and not b for a, b in zip(ours, theirs, strict=True))
+    only_theirs = sum(b and not a for a, b in zip(ours, theirs, strict=True))
+    gap = (only_ours - only_theirs) / max(len(ours), 1)
+    p = 1.0 if only_ours + only_theirs == 0 else float(stats.binomtest(only_ours, only_ours + only_theirs).pvalue)
+    verdict = "not separated" if p >= DEV_SIGNIFICANCE else ("better" if gap > 0 else "worse")
+    return {"gap": gap, "p": p, "verdict": verdict}
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -187,12 +248,16 @@ def run(ctx: Context) -> dict[str, Any]:
         for name in order:
             spec = bench.spec(f"sq-{name}-{seed}", METHODS[name], seed)
             run_ = bench.search(spec, sizes.budget_fold_epochs)
-            run_.update(bench.final_fit(run_, spec), seed=seed)
-            del run_["study"]
+            round_ = bench.confirm_run(run_, spec) if METHODS[name].baseline else None
+            run_.update(bench.final_fit(run_, spec), seed=seed)  # (d): the confirmed winner, export's default
+            if round_ is not None:
+                run_["confirmation"] = bench.verdicts(run_, spec, round_)
+            del run_["study"], run_["dev_right"]
             runs[name].append(run_)
             print(f"  seed {seed} {name}: best CV {run_['best_cv']:.4f} in {run_['wall_s']:.0f} s "
                   f"({run_['trials']} trials, {run_['pruned']} pruned, {run_['majority_trials']} at the majority "
                   f"class); dev {run_['dev_accuracy']:.4f} training {run_['trainable_fraction']:.1%}", flush=True)
+    print(verdict_table(runs["recommended"]), flush=True)
     summary = {name: summarize(seeds) for name, seeds in runs.items()}
     warm = warm_start(bench) if sizes.warm_budget_fold_epochs else {"skipped": "no warm-start budget at these sizes"}
     figure = anytime.figure(runs, f"Search quality on SST-2 ({ctx.preset} sizes): best CV so far",
@@ -200,7 +265,32 @@ def run(ctx: Context) -> dict[str, Any]:
     return {"sizes": sizes, "budget_unit": "fold-epochs", "methods": METHODS, "recommended_pruner": RECOMMENDED_PRUNER,
             "search_spaces": {m.space: search_space(m, bench.num_layers) for m in METHODS.values()},
             "runs": runs, "median": summary, "warm_start": warm, "figure": figure.name,
-            "separation": separation(runs), "targets": [*targets(runs), late_pruning(runs)]}
+            "separation": separation(runs), "verdicts": verdict_rows(runs["recommended"]),
+            "verdict_table": verdict_table(runs["recommended"]), "targets": [*targets(runs), late_pruning(runs)]}
+
+
+VERDICT_COLUMNS = ("seed", "search best CV", "confirmed CV", "winner's curse", "winner", "dev winner",
+                   "dev tuned baseline", "dev gap (tested - baseline)", "confirmed verdict", "dev verdict", "agree")
+
+
+def verdict_rows(seeds: list[dict[str, Any]]) -> list[list[str]]:
+    """(d)'s confirmation per seed: search vs confirmed CV, the dev accuracies and both verdicts."""
+    rows = []
+    for run_ in seeds:
+        c = run_["confirmation"]
+        rows.append([str(run_["seed"]), f"{c['search_best_cv']:.4f}", f"{c['confirmed_cv']:.4f}",
+                     f"{c['winners_curse']:+.4f}",
+                     f"#{c['winner']}" + (" (baseline)" if c["winner_is_baseline"] else ""),
+                     f"{c['dev_winner']:.4f}", "-" if c["dev_baseline"] is None else f"{c['dev_baseline']:.4f}",
+                     "-" if c["dev_gap"] is None else f"{c['dev_gap']:+.4f} (p {c['dev_p']:.2g})",
+                     c["confirmed_verdict"], c["dev_verdict"], "yes" if c["agrees"] else "no"])
+    return rows
+
+
+def verdict_table(seeds: list[dict[str, Any]]) -> str:
+    """:func:`verdict_rows` as a Markdown table (printed, stored in the JSON, pasted into the README)."""
+    lines = ["| " + " | ".join(VERDICT_COLUMNS) + " |", "|" + "---|" * len(VERDICT_COLUMNS)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in verdict_rows(seeds)])
 
 
 def summarize(seeds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -221,6 +311,9 @@ def separation(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 def targets(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     d, a, b = runs["recommended"], runs["tuned_full"], runs["random"]
     shares = [anytime.share_to_reach(ours["curve"], theirs["curve"]) for ours, theirs in zip(d, b, strict=True)]
+    confirmed = [x["confirmation"] for x in d]
+    wrong_better = [c for c in confirmed if c["confirmed_verdict"] == "better" and c["dev_tested"] is not None
+                    and c["dev_tested"] < c["dev_baseline"]]
     median_share = anytime.median(shares)
     dev_gap = float(np.median([x["dev_accuracy"] - y["dev_accuracy"] for x, y in zip(d, a, strict=True)]))
     fixed, scaled = runs["random_fixed_lr"], runs["random"]
@@ -234,6 +327,10 @@ def targets(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
               detail=", ".join("not reached" if s is None else f"{s:.2f}" for s in shares)),
         check("(a) tuned full fine-tune dev accuracy (the baseline learns)",
               float(np.median([y["dev_accuracy"] for y in a])), BASELINE_LEARNS, at_most=False),
+        check("(d) confirmed 'better' verdicts whose configuration scores lower on dev than the tuned baseline",
+              float(len(wrong_better)), 0.0,
+              detail=", ".join(f"seed {x['seed']}: {x['confirmation']['confirmed_verdict']} / dev "
+                               f"{x['confirmation']['dev_verdict']}" for x in d)),
         check("trials at the majority class with learning-rate scaling - without (random search, paired seeds)",
               float(sum(x["majority_trials"] for x in scaled) - sum(x["majority_trials"] for x in fixed)), 0.0,
               detail=f"with {sum(x['majority_trials'] for x in scaled)} of {sum(x['trials'] for x in scaled)}, "

@@ -25,7 +25,8 @@ _EXPORTS: dict[str, str] = {
     "CrossValidator": "cv", "CVObjective": "objective", "suggest_config": "objective",
     "open_study": "study", "run_study": "study", "load_study": "study", "optimize": "workers", "run_worker": "study",
     "resolve_storage_url": "storage", "make_storage": "storage", "mask_url": "storage",
-    "Lift": "baseline", "compute_lift": "baseline", "baseline_config": "baseline",
+    "Lift": "comparison", "compute_lift": "comparison", "baseline_config": "baseline",
+    "confirm_study": "confirm", "Confirmation": "confirm",
     # views
     "validate": "summary", "trials_table": "summary", "best_summary": "summary", "describe_best": "summary",
     # export, train, predict
@@ -47,7 +48,9 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from hft_search.baseline import Lift, baseline_config, compute_lift
+    from hft_search.baseline import baseline_config
+    from hft_search.comparison import Lift, compute_lift
+    from hft_search.confirm import Confirmation, confirm_study
     from hft_search.cv import CrossValidator
     from hft_search.data import load_data
     from hft_search.exceptions import (

@@ -1,175 +1,211 @@
-"""The baseline a study is anchored to, and every trial's lift over it.
+"""The tuned baseline a study is anchored to, and every trial's lift over it.
 
-Why a baseline: users run a search to beat what they would do by hand, a plain full fine-tune at a sensible
-learning rate. A search that only reports its best score cannot say whether it did. So trial 0 of a new study
-(unless ``study.baseline: false``) is that full fine-tune: no freezing, importance mask, distillation or LoRA,
-the spec's fixed training settings, and the midpoint of the searched learning-rate range (geometric for a log
-range). Every later trial records its **lift**: the mean of its fold-by-fold differences to the baseline, their
-standard deviation, and a paired t-test (``scipy.stats.ttest_rel``) over the folds.
+Why a *tuned* baseline: users run a search to beat what they would do by hand, a plain full fine-tune whose
+learning rate they tuned. One full fine-tune at a single rate is a strawman: every searched trial gets its own
+rate. So a new study (unless ``study.baseline: false``) starts with a small learning-rate sweep of the plain
+full fine-tune (``study.baseline.trials``, default 3): no freezing, importance mask, distillation or LoRA, the
+spec's fixed training settings, at rates spread over the searched range on its scale (:func:`sweep_values`:
+the centres of equal parts of the range, so one point is the old midpoint baseline). The reference is the
+best completed baseline trial (:func:`find_baseline`). Baseline trials are outside the ``n_trials`` budget
+(:func:`hft_search.workers.counts`) and marked with the user attribute :data:`BASELINE_ATTR`.
 
-Why pairing is sound: every trial of a study is scored on the same folds with the same seeds (common random
-numbers, see :mod:`hft_search.objective`), so fold *i* of a trial and fold *i* of the baseline differ only by
-the configuration. A pruned trial is compared on the folds it finished.
+Why every searched knob is written: TPE with ``group=True`` models the parameters that occur together in
+trials as one group. A baseline that lacked, say, ``freeze.layers`` while every other trial has it would split
+the learning rate and freezing into independent groups, exactly where learning-rate scaling couples them. So
+a baseline trial carries every knob a sampled trial of the same shape carries: group switches off (and then,
+as in sampled trials, none of that group's knobs), the knobs of groups the spec forces on at their *off*
+value (:data:`OFF_VALUES`, clamped into the searched range), and every other knob at the middle of its range.
+What the baseline *runs* is still the plain full fine-tune (:func:`baseline_config`, recorded as ``config``).
 
-This module knows what the baseline is and how to compare with it; :mod:`hft_search.seeding` enqueues it.
+Lifts are computed whenever they are read (status, best, report, export, the run summary), against the best
+completed baseline, with the corrected resampled t-test (:mod:`hft_search.comparison`): trials that finished
+before the baseline sweep did get one too, and a better baseline trial found later moves every lift.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
+import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hft_search.spec import (
-    SWITCHABLE_GROUPS,
-    CategoricalDist,
-    Distribution,
-    FloatDist,
-    HybridConfig,
-    StudySpec,
-    out_of_range,
-)
+from hft_search.comparison import SIGNIFICANCE, Lift, compute_lift, size_ratio
+from hft_search.spec import SWITCHABLE_GROUPS, CategoricalDist, Distribution, FloatDist, HybridConfig, StudySpec
 
 BASELINE_ATTR = "baseline"
-"""Trial user attribute (``True``) of the baseline trial."""
+"""Trial user attribute (``True``) of every trial of the baseline sweep."""
 LIFT_ATTR = "lift"
-"""Trial user attribute: :meth:`Lift.to_attr` of the trial against the baseline."""
-SIGNIFICANCE = 0.05
-"""p-value below which a positive lift counts as better than the baseline."""
-ZERO_SPREAD = 1e-9
-"""Paired differences with less spread than this are equal up to rounding: the t-test is then undefined."""
+"""Trial user attribute where hft-search before the tuned baseline stored a lift at trial end; no longer
+read (a lift is computed on read), and left alone in old studies."""
+LEARNING_RATE = "training.learning_rate"
+
+OFF_VALUES: dict[str, Any] = {
+    "freeze.layers": 0,  # no block frozen
+    "freeze.embeddings": False,  # the embeddings trained
+    "importance.threshold": 0.0,  # the 0-quantile: no parameter masked
+    "distill.alpha": 0.0,  # no soft-label term
+    "distill.beta": 1.0,  # the plain cross-entropy
+    "distill.student_layers": math.inf,  # the whole model: the top of the range
+    "lora.r": 0,  # the smallest adapter: the bottom of the range
+    "lora.alpha": 0.0,  # the weakest adapter scale
+    "lora.dropout": 0.0,
+    "lora.lr_ratio": 1.0,  # LoRA+ off
+    "lora.variant": "lora",
+    "distill.hidden_weight": 0.0,  # no hidden-state loss
+    "distill.student_init": "bottom",
+    "training.layer_lr_decay": 1.0,  # soft freezing off
+    "training.reinit_layers": 0,
+}
+"""The value at which a knob of a group the spec forces on changes the plain fine-tune least, clamped into the
+searched range (so ``lora.r: 0`` means the range's bottom). Knobs without such a value (a score kind, a
+temperature, the teacher's settings) take the middle of their range, as the training knobs do."""
+PLAIN_TRAINING = {"training.layer_lr_decay": 1.0, "training.reinit_layers": 0}
+"""Training knobs that are hybrid methods themselves (soft freezing): the baseline always runs them off, whatever
+its trial's parameters say (a searched range without the off value is written at its nearest end)."""
+
+
+def sweep_values(dist: Distribution, n: int) -> list[Any]:
+    """``n`` values spread over a searched range on its scale: the centres of ``n`` equal parts (geometric on a
+    log scale), snapped to the step and deduplicated; for a categorical, ``n`` choices spread over the list.
+    ``n = 1`` is the middle of the range."""
+    if isinstance(dist, CategoricalDist):
+        picks = sorted({min(len(dist.choices) - 1, int((i + 0.5) * len(dist.choices) / n)) for i in range(n)})
+        return [dist.choices[i] for i in picks]
+    low, high = dist.bounds
+    scale = (math.log(low), math.log(high)) if dist.log else (low, high)
+    values: list[Any] = []
+    for i in range(n):
+        point = scale[0] + (i + 0.5) / n * (scale[1] - scale[0])
+        value = _snap(dist, math.exp(point) if dist.log else point)
+        if value not in values:
+            values.append(value)
+    return values
 
 
 def midpoint(dist: Distribution) -> Any:
-    """The middle of a searched range: geometric for log scales, rounded for integers (snapped to a step);
-    the first choice of a categorical."""
-    if isinstance(dist, CategoricalDist):
-        return dist.choices[0]
+    """The middle of a searched range (geometric on a log scale); the middle choice of a categorical."""
+    return sweep_values(dist, 1)[0]
+
+
+def _snap(dist: Distribution, value: float) -> Any:
+    """``value`` clamped into a numeric range and onto its step (integers for an int range)."""
     low, high = dist.bounds
-    middle = math.sqrt(low * high) if dist.log else (low + high) / 2
+    value = min(max(value, low), high)
     step = dist.step if dist.step is not None else (None if isinstance(dist, FloatDist) else 1)
     if step is not None:
-        middle = low + round((middle - low) / step) * step
-    return type(low)(middle) if not isinstance(dist, FloatDist) else float(middle)
+        value = min(low + round((value - low) / step) * step, high)
+    return float(value) if isinstance(dist, FloatDist) else int(value)
 
 
-PLAIN_TRAINING = {"training.layer_lr_decay": 1.0, "training.reinit_layers": 0}
-"""Training knobs that are hybrid methods themselves (soft freezing): the baseline always runs them off."""
+def off_value(name: str, dist: Distribution) -> Any:
+    """What a baseline trial writes for knob ``name`` of a group the spec forces on (see :data:`OFF_VALUES`)."""
+    if name not in OFF_VALUES:
+        return midpoint(dist)
+    value = OFF_VALUES[name]
+    if isinstance(dist, CategoricalDist):
+        return value if value in dist.choices else midpoint(dist)
+    return _snap(dist, value)
 
 
-def baseline_config(spec: StudySpec) -> HybridConfig:
-    """The plain full fine-tune of a spec: every group off, the fixed training settings, and the midpoint of
-    each searched training knob (the learning rate above all); soft freezing (:data:`PLAIN_TRAINING`) off."""
+def baseline_params(spec: StudySpec) -> list[dict[str, Any]]:
+    """The searched knobs of each trial of the baseline sweep, one dict per learning rate (module docstring).
+
+    A spec that does not search the learning rate gets one baseline trial (there is nothing to sweep)."""
+    space = spec.search_space
+    common: dict[str, Any] = {}
+    for group, decided in spec.enabled_groups().items():
+        if decided is None:  # the search switches the group: the baseline switches it off where it can
+            choices = space[f"{group}.enabled"].choices
+            common[f"{group}.enabled"] = False if False in choices else choices[0]
+    for name, dist in space.items():
+        group = name.split(".", 1)[0]
+        off = group in SWITCHABLE_GROUPS and common.get(f"{group}.enabled") is False
+        if name != LEARNING_RATE and not name.endswith(".enabled") and not off:
+            common[name] = off_value(name, dist)
+    if LEARNING_RATE not in space:
+        return [common]
+    trials = spec.study.baseline.trials if spec.study.baseline else 1
+    return [{**common, LEARNING_RATE: rate} for rate in sweep_values(space[LEARNING_RATE], trials)]
+
+
+def baseline_config(spec: StudySpec, params: Mapping[str, Any] | None = None) -> HybridConfig:
+    """The plain full fine-tune: every group off, the fixed training settings, and the searched training knobs
+    from ``params`` (a baseline trial's), else the middle of their range; soft freezing (:data:`PLAIN_TRAINING`)
+    off."""
     values: dict[str, Any] = {k: v for k, v in spec.fixed.items() if k.startswith("training.")}
-    values.update({k: midpoint(d) for k, d in spec.search_space.items() if k.startswith("training.")})
+    for name, dist in spec.search_space.items():
+        if name.startswith("training."):
+            values[name] = params[name] if params is not None and name in params else midpoint(dist)
     values.update(PLAIN_TRAINING)
     values.update({f"{group}.enabled": False for group in SWITCHABLE_GROUPS})
     return HybridConfig.from_flat(values)
-
-
-def baseline_params(spec: StudySpec) -> dict[str, Any]:
-    """The searched knobs the baseline can be written in: group switches off and training knobs at their
-    midpoint. Knobs of a group the spec forces on cannot express "off" and are left out (the baseline trial
-    then simply lacks them, which samplers handle as for any conditional knob)."""
-    config = baseline_config(spec).flat()
-    return {name: config[name] for name, dist in spec.search_space.items()
-            if (name.startswith("training.") or name.endswith(".enabled")) and out_of_range(dist, config[name]) is None}
 
 
 def is_baseline(trial: FrozenTrial) -> bool:
     return bool(trial.user_attrs.get(BASELINE_ATTR))
 
 
-def find_baseline(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
-    """The completed baseline trial (the first, should a retried copy have completed too), or None."""
-    done = [t for t in trials if is_baseline(t) and t.state == TrialState.COMPLETE]
-    return min(done, key=lambda t: t.number) if done else None
+def maximizes(study: optuna.Study) -> bool:
+    """Whether the study's (first) objective, the CV score, is maximized."""
+    return study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
 
 
-@dataclass(frozen=True)
-class Lift:
-    """A trial's fold-by-fold difference to the baseline (trial − baseline; positive is better when
-    maximizing). ``p_value`` is the paired t-test's two-sided p, None when it is undefined (fewer than two
-    folds, or differences without spread)."""
-
-    mean: float
-    std: float  # sample standard deviation of the paired differences (0 with one fold)
-    p_value: float | None
-    folds: int
-    baseline_trial: int
-
-    @property
-    def significant(self) -> bool:
-        """Better than the baseline: positive mean lift and p < :data:`SIGNIFICANCE`."""
-        return self.mean > 0 and self.p_value is not None and self.p_value < SIGNIFICANCE
-
-    def to_attr(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_attr(cls, value: Any) -> Lift | None:
-        return cls(**value) if isinstance(value, dict) else None
-
-    def text(self) -> str:
-        """``+0.0123 ± 0.0040 (paired t-test over 3 folds, p = 0.031)`` against the baseline trial."""
-        p = "p undefined" if self.p_value is None else f"p = {self.p_value:.3g}"
-        return f"{self.mean:+.4f} ± {self.std:.4f} (paired t-test over {self.folds} folds, {p})"
-
-
-def compute_lift(scores: Sequence[float], baseline_scores: Sequence[float], baseline_trial: int, *,
-                 maximize: bool = True) -> Lift | None:
-    """The lift of fold ``scores`` over ``baseline_scores`` on the folds both have (None: no common fold).
-
-    Fold *i* of one is paired with fold *i* of the other. When minimizing, the difference is baseline − trial,
-    so that a positive lift always means better.
-    """
-    from scipy import stats
-
-    n = min(len(scores), len(baseline_scores))
-    pairs = [(a, b) for a, b in zip(scores[:n], baseline_scores[:n], strict=True)
-             if math.isfinite(a) and math.isfinite(b)]
-    if not pairs:
+def find_baseline(trials: Sequence[FrozenTrial], *, maximize: bool = True) -> FrozenTrial | None:
+    """The best completed baseline trial (the first of equals), or None: the reference of every lift."""
+    done = [t for t in trials if is_baseline(t) and t.state == TrialState.COMPLETE and t.values]
+    if not done:
         return None
-    trial, base = (np.array(side, dtype=float) for side in zip(*pairs, strict=True))
-    diffs = trial - base if maximize else base - trial
-    std = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
-    p_value = None
-    if len(diffs) > 1 and std > ZERO_SPREAD:
-        p_value = float(stats.ttest_rel(trial, base).pvalue)
-    return Lift(float(np.mean(diffs)), std, p_value, len(diffs), baseline_trial)
+    sign = -1.0 if maximize else 1.0
+    return min(done, key=lambda t: (sign * t.values[0], t.number))
 
 
-def lift_of(trial: FrozenTrial) -> Lift | None:
-    """The lift a trial recorded, or None (the baseline itself, or no completed baseline when it ran)."""
-    return Lift.from_attr(trial.user_attrs.get(LIFT_ATTR))
+def reference_baseline(study: optuna.Study) -> FrozenTrial | None:
+    """The best completed baseline trial of a study, or None."""
+    return find_baseline(study.get_trials(deepcopy=False), maximize=maximizes(study))
 
 
-def lift_label(trial: FrozenTrial) -> str:
-    """A table cell: ``baseline`` for the baseline trial, ``+0.0123 (p 0.031)`` for a trial with a lift, else ``-``."""
+def baseline_trials(study: optuna.Study) -> list[FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False) if is_baseline(t)]
+
+
+def lift_of(trial: FrozenTrial, reference: FrozenTrial | None, *, maximize: bool = True) -> Lift | None:
+    """``trial``'s lift over the reference baseline, computed now from both trials' fold scores; None for a
+    baseline trial, without a reference, or without a common fold."""
+    if reference is None or is_baseline(trial):
+        return None
+    scores = trial.user_attrs.get("fold_scores") or []
+    base = reference.user_attrs.get("fold_scores") or []
+    repeats = int(reference.user_attrs.get("cv_repeats", 1))
+    paired = min(len(scores), len(base))
+    ratio = size_ratio(trial.user_attrs.get("fold_sizes") or reference.user_attrs.get("fold_sizes"), paired)
+    return compute_lift(scores, base, reference.number, maximize=maximize, repeats=repeats, test_train_ratio=ratio)
+
+
+def lift_label(trial: FrozenTrial, reference: FrozenTrial | None, *, maximize: bool = True) -> str:
+    """A table cell: ``baseline`` (``baseline (reference)`` for the best), ``+0.0123 (p 0.031)``, else ``-``."""
     if is_baseline(trial):
-        return "baseline"
-    lift = lift_of(trial)
+        return "baseline (reference)" if reference is not None and trial.number == reference.number else "baseline"
+    lift = lift_of(trial, reference, maximize=maximize)
     if lift is None:
         return "-"
     return f"{lift.mean:+.4f}" + ("" if lift.p_value is None else f" (p {lift.p_value:.2g})")
 
 
-def verdict(trial: FrozenTrial, baseline: FrozenTrial | None) -> str | None:
-    """A plain warning when ``trial`` is not shown to be better than the baseline; None when it is."""
-    if baseline is None:
+def lift_warning(trial: FrozenTrial, reference: FrozenTrial | None, *, maximize: bool = True) -> str | None:
+    """A plain warning when ``trial`` is not shown to be better than the tuned baseline on the search's folds;
+    None when it is (or when there is no baseline)."""
+    if reference is None:
         return None
-    if trial.number == baseline.number or is_baseline(trial):
-        return (f"the best trial is the baseline (trial {baseline.number}, a plain full fine-tune): the search "
-                "found no configuration that scores higher; use the full fine-tune, or search longer")
-    lift = lift_of(trial)
+    if is_baseline(trial):
+        return (f"the best trial is a baseline trial (trial {trial.number}, a plain full fine-tune): the search "
+                "found no configuration that scores higher than the tuned full fine-tune; use it, or search longer")
+    lift = lift_of(trial, reference, maximize=maximize)
     if lift is None:
-        return f"trial {trial.number} recorded no lift over the baseline (trial {baseline.number})"
+        return f"trial {trial.number} has no fold in common with the baseline (trial {reference.number})"
     if lift.significant:
         return None
     why = "scores lower than" if lift.mean <= 0 else "is not significantly better than"
-    return (f"trial {trial.number} {why} the baseline full fine-tune (trial {baseline.number}): lift "
+    return (f"trial {trial.number} {why} the tuned baseline full fine-tune (trial {reference.number}): lift "
             f"{lift.text()}; p >= {SIGNIFICANCE} or a lift <= 0 means the difference may be fold noise")

@@ -162,6 +162,14 @@ def _cmd_best(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_confirm(args: argparse.Namespace) -> int:
+    from hft_search.confirm import confirm_stored, describe_confirmation
+
+    study, confirmation = confirm_stored(args.study, args.storage, top=args.top, repeats=args.repeats)
+    print("\n".join(describe_confirmation(confirmation, study)))
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from hft_search import export_best
     from hft_search.baseline import Lift
@@ -171,8 +179,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     prov = spec.provenance
     print(f"wrote {args.output}: trial {prov['trial']} of study {prov['study']!r}, "
           f"{prov['metric']} {value_with_std(prov['value'], prov.get('std'))}")
-    if prov.get("lift"):
-        print(f"lift over the baseline (trial {prov['baseline']['trial']}): {Lift(**prov['lift']).text()}")
+    confirmed = prov.get("confirmation") or {}
+    if confirmed.get("confirmed_value") is not None:
+        print(f"confirmed on fresh folds: {prov['metric']} "
+              f"{value_with_std(confirmed['confirmed_value'], confirmed['confirmed_std'])} (the search's CV "
+              f"{prov['value']:.4f}: winner's curse {confirmed['winners_curse']:+.4f})")
+    elif prov.get("lift"):
+        print(f"lift over the tuned baseline (trial {prov['baseline']['trial']}) on the search's folds: "
+              f"{Lift(**prov['lift']).text()}")
     if prov.get("lift_warning"):
         print(f"warning: {prov['lift_warning']}")
     return 0
@@ -326,6 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trial", type=int, help="report this trial instead (e.g. a Pareto point)")
     p.add_argument("--format", choices=("yaml", "json"), default="yaml")
     p.set_defaults(handler=_cmd_best)
+
+    p = sub.add_parser("confirm", help="re-fit the top configurations and the tuned baseline on fresh folds and "
+                       "test the winner's lift (corrected resampled t-test); stored in the study")
+    _add_storage(p, required_study=True)
+    p.add_argument("--top", type=_positive_int, help="distinct configurations (default: study.confirm.top, 3)")
+    p.add_argument("--repeats", type=_positive_int, help="fresh k-fold repeats (default: study.confirm.repeats, 1)")
+    p.set_defaults(handler=_cmd_confirm)
 
     p = sub.add_parser("report", help="write a self-contained HTML report (Plotly, opens offline)")
     _add_storage(p, required_study=True)

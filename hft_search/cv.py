@@ -7,9 +7,9 @@ exported number trustworthy.
 
 What is fixed per study, so that every configuration sees the same conditions (common random numbers):
 
-* the folds: ``StratifiedKFold`` from ``cv.seed``;
-* the seed of fold *f*: ``cv.seed * 1000 + f`` (:meth:`CrossValidator.fold_seed`): the new head's initial
-  weights, the batch order, dropout;
+* the folds: ``cv.repeats`` repeats of a stratified k-fold (grouped with ``cv.group_column``), and the seed of
+  each fold: the new head's initial weights, the batch order, dropout (:mod:`hft_search.resampling`). The
+  confirmation round passes another :class:`~hft_search.resampling.Resampling`: fresh repeats of the same k-fold;
 * the cached inputs (content-addressed, shared by every process of the study): tokenized data, the teacher's
   outputs per fold (a teacher is fine-tuned once per fold and teacher setting, not once per configuration), and
   importance scores per fold, score kind and student shape.
@@ -30,14 +30,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
-from sklearn.model_selection import StratifiedKFold
 
 from hft_search.caching import Cache, folder_digest, installed_versions
 from hft_search.data import LabelledData, TokenizedSplit, load_data, tokenize
 from hft_search.exceptions import DataError, SpecError, SpecIssue
 from hft_search.models import BaseModel, load_base, load_tokenizer, pooling_of, resolve_source
+from hft_search.resampling import Resampling, groups_digest, make_folds
 from hft_search.spec import HybridConfig, StudySpec, check_against_layers
 from hft_search.training import (
     EpochCallback,
@@ -53,7 +52,6 @@ from hft_search.training import (
 from hft_search.training.loop import reinit_count
 from hft_search.training.states import MAX_STATE_BYTES, predict_outputs
 
-Fold = tuple[np.ndarray, np.ndarray]
 logger = logging.getLogger(__name__)
 
 
@@ -61,19 +59,6 @@ def package_versions() -> dict[str, str]:
     """Versions that determine results, recorded in every trial and export."""
     packages = ("hft_search", "torch", "transformers", "optuna", "peft", "scikit-learn")
     return {"python": platform.python_version(), **installed_versions(packages)}
-
-
-def make_folds(labels: np.ndarray, spec: StudySpec) -> list[Fold]:
-    """``StratifiedKFold`` splits as the spec asks; each class needs at least ``cv.folds`` rows."""
-    counts = np.bincount(labels)
-    if counts.min() < spec.cv.folds:
-        raise DataError(
-            f"cv.folds: {spec.cv.folds} folds need at least {spec.cv.folds} rows of every class, but one class has "
-            f"{counts.min()}; lower cv.folds or add rows"
-        )
-    splitter = StratifiedKFold(spec.cv.folds, shuffle=spec.cv.shuffle,
-                               random_state=spec.cv.seed if spec.cv.shuffle else None)
-    return list(splitter.split(np.zeros(len(labels)), labels))
 
 
 def teacher_setting(config: HybridConfig, seed: int) -> dict[str, Any]:
@@ -149,20 +134,25 @@ class FoldResult:
     seconds: float
     teacher_score: float | None
     fit: FineTuneResult
+    rows: tuple[int, int]  # rows trained on and scored: the corrected t-test's n_train, n_test
 
 
 class CrossValidator:
-    """k-fold cross-validation of hybrid configurations under one spec.
+    """Repeated k-fold cross-validation of hybrid configurations under one spec.
 
     Construction does the per-process work once: read and check the data, load the base model, tokenize, and
-    build the folds. ``data`` and ``base`` may be passed in to share them.
+    build the folds. ``data`` and ``base`` may be passed in to share them. ``resampling`` is the search's
+    (``cv.folds`` × ``cv.repeats``) unless given: the confirmation round passes fresh repeats.
     """
 
     def __init__(self, spec: StudySpec, *, cache: Cache | None = None, data: LabelledData | None = None,
-                 base: BaseModel | None = None) -> None:
+                 base: BaseModel | None = None, resampling: Resampling | None = None) -> None:
         self.spec = spec
         self.cache = cache if cache is not None else Cache(None)
-        self.data = data if data is not None else load_data(spec.data)
+        self.data = data if data is not None else load_data(spec.data, spec.cv.group_column)
+        if spec.cv.group_column is not None and self.data.train.groups is None:
+            raise DataError(f"cv.group_column: the data passed in carries no groups; load it with "
+                            f"load_data(spec.data, {spec.cv.group_column!r})")
         self.base = base if base is not None else load_base(spec.model.name, self.data.label_names,
                                                             spec.model.revision, spec.model.pooling)
         check_against_layers(spec, self.base.num_layers)
@@ -171,12 +161,14 @@ class CrossValidator:
             raise ValueError(f"model.pooling is {spec.model.pooling} but the base model given reads {self.pooling}; "
                              "load it with load_base(..., pooling=spec.model.pooling)")
         self.device = resolve_device(spec.device)
-        self.folds = make_folds(self.data.train.labels, spec)
+        self.resampling = resampling or Resampling.search(spec.cv)
+        self.folds = make_folds(self.data.train.labels, self.data.train.groups, self.resampling)
         self.tokens = self._tokenized()
         self.transfer = self._tokenized("unlabeled") if self.data.unlabeled is not None else None
 
     def fold_seed(self, fold: int) -> int:
-        return self.spec.cv.seed * 1000 + fold
+        return self.resampling.fold_seed(fold)
+
 
     def fit_fold(self, fold: int, config: HybridConfig, *, on_epoch: EpochCallback | None = None) -> FoldResult:
         """Fine-tune ``config`` on fold ``fold``'s training part and score its validation part.
@@ -197,7 +189,7 @@ class CrossValidator:
                         teacher_states=None if teacher is None else teacher.needed(config).states,
                         importance_scores=scores, on_epoch=on_epoch)
         return FoldResult(fold, seed, fit.score, fit.best_epoch, len(fit.history), time.perf_counter() - start,
-                          teacher_score, fit)
+                          teacher_score, fit, (len(train_idx), len(valid_idx)))
 
     # -- cached per-study inputs --------------------------------------------------------------------------
 
@@ -220,8 +212,10 @@ class CrossValidator:
         return TokenizedSplit.from_dict(self.cache.get_or_compute("tokenized", parts, compute))
 
     def _fold_key(self, fold: int) -> dict[str, Any]:
-        return {**self._model_key(), "fold": fold, "folds": self.spec.cv.folds, "cv_seed": self.spec.cv.seed,
-                "shuffle": self.spec.cv.shuffle}
+        key = {**self._model_key(), **self.resampling.fold_key(fold)}
+        if self.data.train.groups is not None:
+            key["groups"] = groups_digest(self.data.train.groups)
+        return key
 
     def _student_layers(self, config: HybridConfig) -> int:
         wanted = config.distill.student_layers if config.distill.enabled else None

@@ -42,6 +42,7 @@ class TextSplit:
     texts: list[str]
     labels: np.ndarray
     pairs: list[str] | None = None
+    groups: np.ndarray | None = None  # each row's group (``cv.group_column``), as strings
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -49,7 +50,8 @@ class TextSplit:
     def subset(self, indices: Sequence[int] | np.ndarray) -> TextSplit:
         idx = np.asarray(indices, dtype=np.int64)
         pairs = [self.pairs[i] for i in idx] if self.pairs is not None else None
-        return TextSplit([self.texts[i] for i in idx], self.labels[idx], pairs)
+        return TextSplit([self.texts[i] for i in idx], self.labels[idx], pairs,
+                         None if self.groups is None else self.groups[idx])
 
 
 UNLABELED = -100
@@ -262,8 +264,8 @@ def _causes(error: BaseException) -> str:
     return "; caused by ".join(parts)
 
 
-def _read_local(path: str, what: str, spec: DataSpec):  # noqa: ANN202 - a datasets.Dataset
-    columns = [c for c in (spec.text_column, spec.text_pair_column) if c]
+def _read_local(path: str, what: str, spec: DataSpec, group_column: str | None = None):  # noqa: ANN202
+    columns = [c for c in (spec.text_column, spec.text_pair_column, group_column) if c]
     return read_table(path, f"data.{what}", columns)
 
 
@@ -389,19 +391,34 @@ def fingerprint(split: TextSplit, test: TextSplit | None, names: tuple[str, ...]
     return digest.hexdigest()[:16]
 
 
-def load_data(spec: DataSpec) -> LabelledData:
-    """Read, check and subsample the data a spec names. Errors name the ``data.*`` field to fix."""
+def _groups(table, column: str, where: str) -> np.ndarray:  # noqa: ANN001 - a datasets.Dataset
+    """The group of every row (``cv.group_column``), as strings; a missing column or value is an error."""
+    if column not in table.column_names:
+        raise DataError(f"cv.group_column: column {column!r} is not in {where}; its columns are: "
+                        f"{', '.join(table.column_names)}")
+    values = table[column]
+    missing = [i for i, v in enumerate(values) if v is None or str(v).strip() == ""]
+    if missing:
+        raise DataError(f"cv.group_column: {len(missing)} row(s) of {where} have no group in column {column!r} "
+                        f"(first at row {missing[0]}); fill them in")
+    return np.array([str(v) for v in values])
+
+
+def load_data(spec: DataSpec, group_column: str | None = None) -> LabelledData:
+    """Read, check and subsample the data a spec names; with ``group_column`` (``cv.group_column``) the training
+    rows carry their group. Errors name the ``data.*`` (or ``cv.group_column``) field to fix."""
     if spec.dataset is not None:
         train_table = _read_hub(spec, spec.train_split, "dataset")
         test_table = _read_hub(spec, spec.test_split, "test_split") if spec.test_split else None
         source = f"{spec.dataset}/{spec.config}" if spec.config else spec.dataset
     else:
-        train_table = _read_local(spec.train, "train", spec)
+        train_table = _read_local(spec.train, "train", spec, group_column)
         test_table = _read_local(spec.test, "test", spec) if spec.test else None
         source = spec.train
     texts, raw_labels, pairs = _columns(train_table, spec, f"the training data ({source})")
     names = _label_names(raw_labels, f"the training data ({source})")
-    train = deduplicated(TextSplit(texts, _to_ids(raw_labels, names, "the training data"), pairs), spec)
+    groups = None if group_column is None else _groups(train_table, group_column, f"the training data ({source})")
+    train = deduplicated(TextSplit(texts, _to_ids(raw_labels, names, "the training data"), pairs, groups), spec)
     check_classes(train.labels, names, f"the training data ({source})", "add rows of it or drop its rows")
     if spec.max_train_samples is not None:
         train = train.subset(stratified_subsample(train.labels, spec.max_train_samples, spec.seed))

@@ -74,6 +74,10 @@ class DeviceMemoryError(HFTSearchError, RuntimeError):
     """A fine-tune would not fit the device's free memory; raised before training, saying what to change."""
 
 
+class ConfirmError(HFTSearchError, ValueError):
+    """A confirmation round cannot be run as asked (multi-objective study, nothing completed, not hft-search's)."""
+
+
 class ExportError(HFTSearchError, ValueError):
     """An export, train or predict request cannot be carried out as asked."""
 

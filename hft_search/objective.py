@@ -16,8 +16,8 @@ Flow of a trial (:meth:`CVObjective.__call__`):
 4. A configuration the study already completed is not fine-tuned again (:func:`repeated_trial`): the trial
    reuses that verdict and says ``repeat_of``. PRUNED and FAIL configurations are fitted again.
 
-The baseline trial (:mod:`hft_search.baseline`, enqueued as trial 0) runs the plain full fine-tune instead of
-a sampled configuration; every other trial records its ``lift`` over it once the baseline has completed.
+The trials of the baseline sweep (:mod:`hft_search.baseline`, enqueued first) run the plain full fine-tune at
+their learning rate instead of a sampled configuration; lifts over the best of them are computed when read.
 
 Failures, and why they end as they do:
 
@@ -43,7 +43,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from hft_search.baseline import BASELINE_ATTR, LIFT_ATTR, baseline_config, baseline_params, compute_lift, find_baseline
+from hft_search.baseline import BASELINE_ATTR, baseline_config, baseline_params
 from hft_search.caching import Cache
 from hft_search.cv import CrossValidator, FoldResult, package_versions, release_memory, teacher_setting
 from hft_search.data import LabelledData
@@ -84,27 +84,13 @@ def suggest_config(trial: optuna.Trial, spec: StudySpec) -> HybridConfig:
 
 
 def trial_config(trial: optuna.Trial, spec: StudySpec) -> HybridConfig:
-    """The configuration a trial runs: the baseline full fine-tune for the baseline trial (its searched knobs
-    taken from the enqueued values, so that the sampler sees what ran), else a sampled one."""
+    """The configuration a trial runs: for a trial of the baseline sweep the plain full fine-tune at its
+    enqueued training knobs (every knob it carries is suggested, so that the sampler sees the trial's full
+    shape; see :mod:`hft_search.baseline`), else a sampled one."""
     if not trial.user_attrs.get(BASELINE_ATTR):
         return suggest_config(trial, spec)
-    for name in baseline_params(spec):
-        suggest_value(trial, name, spec.search_space[name])
-    return baseline_config(spec)
-
-
-def record_lift(trial: optuna.Trial, scores: list[float]) -> None:
-    """Store the trial's lift over the completed baseline trial (see :mod:`hft_search.baseline`); nothing for
-    the baseline itself or while the baseline has not completed."""
-    if trial.user_attrs.get(BASELINE_ATTR):
-        return
-    baseline = find_baseline(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    if baseline is None:
-        return
-    maximize = trial.study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    lift = compute_lift(scores, baseline.user_attrs.get("fold_scores") or [], baseline.number, maximize=maximize)
-    if lift is not None:
-        trial.set_user_attr(LIFT_ATTR, lift.to_attr())
+    params = {name: suggest_value(trial, name, spec.search_space[name]) for name in baseline_params(spec)[0]}
+    return baseline_config(spec, params)
 
 
 def trial_attributes(spec: StudySpec, config: HybridConfig, results: list[FoldResult]) -> dict[str, Any]:
@@ -117,6 +103,8 @@ def trial_attributes(spec: StudySpec, config: HybridConfig, results: list[FoldRe
         "fold_epochs_run": [r.epochs_run for r in results],
         "fold_times_s": [round(r.seconds, 3) for r in results],
         "seeds": [r.seed for r in results],
+        "fold_sizes": [list(r.rows) for r in results],
+        "cv_repeats": spec.cv.repeats,
         "config": config.flat(),
     }
     if not results:
@@ -172,7 +160,6 @@ class CVObjective:
         attrs[TORCH_THREADS_ATTR] = torch.get_num_threads()  # CPU results depend on it: verify re-runs with it
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        record_lift(trial, attrs["fold_scores"])
         trial.set_user_attr("pooling", self.cv.pooling)  # what the head read; export pins it as model.pooling
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
@@ -295,7 +282,7 @@ VERDICT_ATTRS = frozenset({
     "metric", "fold_scores", "fold_best_epochs", "fold_epochs_run", "fold_times_s", "seeds", "config",
     "score_mean", "score_std", "trainable_params", "total_params", "trainable_fraction", "student_params",
     "importance_cut", "peak_memory_mb", "learning_rate_effective", "teacher", "teacher_scores", "device",
-    "versions", "data_fingerprint", "pooling", TORCH_THREADS_ATTR, LIFT_ATTR,
+    "versions", "data_fingerprint", "pooling", TORCH_THREADS_ATTR, "fold_sizes", "cv_repeats",
 })
 """The attributes of a COMPLETE trial that a repeat of its configuration copies: what the configuration scored
 and how (``docs/user_attrs.md``), everything ``status``, reports, ``export`` and ``verify`` read from a complete

@@ -1,16 +1,17 @@
 """What a new study tries first: the baseline, the user's own configurations, and an earlier study's best.
 
-Order of the enqueued trials: the baseline full fine-tune (:mod:`hft_search.baseline`; trial 0 unless
-``study.baseline: false``), then the literature portfolio (:mod:`hft_search.portfolio`), then ``study.enqueue``
-in the spec's order, then the ``study.warm_start.top``
-best COMPLETE trials of ``study.warm_start.study``. Enqueued trials are WAITING trials: any worker runs them
-before sampling anything new, and they count towards ``n_trials`` like every other trial.
+Order of the enqueued trials: the baseline sweep of the plain full fine-tune (:mod:`hft_search.baseline`;
+trials 0, 1, 2 unless ``study.baseline`` says otherwise), then the literature portfolio
+(:mod:`hft_search.portfolio`), then ``study.enqueue`` in the spec's order, then the ``study.warm_start.top`` best
+COMPLETE trials of ``study.warm_start.study``. Enqueued trials are WAITING trials: any worker runs them before
+sampling anything new. The portfolio's, the user's and the warm start's count towards ``n_trials`` like every
+other trial; the baseline trials do not (they measure the reference, not the search).
 
 Why only the creator seeds: every worker opens the study, but only the one process whose
 ``optuna.create_study(load_if_exists=False)`` succeeded created it (the others get ``DuplicatedStudyError``
 and load it), so the baseline is enqueued exactly once, and never again on resume. Enqueuing takes
 milliseconds; a worker that loads a study with no trials before it is seeded waits for the ``seeded`` study
-attribute (at most :data:`SEED_WAIT_S`), so that the baseline keeps number 0.
+attribute (at most :data:`SEED_WAIT_S`), so that the baseline sweep keeps the first numbers.
 
 Why knobs of a warm start are filtered: the earlier study may search another space. Knobs this spec does not
 search are dropped (the sampler or the spec's ``fixed`` decides them), values outside this spec's ranges are
@@ -110,8 +111,9 @@ def seed_study(study: optuna.Study, spec: StudySpec, storage_url: str) -> int:
         logger.info("study %s: no baseline trial, since the grid sampler runs only its own grid points",
                     study.study_name)
     elif spec.study.baseline:
-        study.enqueue_trial(baseline_params(spec), user_attrs={BASELINE_ATTR: True})
-        count += 1
+        for params in baseline_params(spec):
+            study.enqueue_trial(params, user_attrs={BASELINE_ATTR: True})
+            count += 1
     seeds = portfolio_params(spec)
     seeds += [("user", dict(entry)) for entry in spec.study.enqueue]
     seeds += warm_start_params(spec, storage_url)

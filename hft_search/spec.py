@@ -407,11 +407,38 @@ class ModelSpec(_Section):
         "sentence-transformers' pooling config, else cls for encoders and last for decoders)")
 
 
+MAX_CV_REPEATS = 100
+"""Most repeats of the k-fold: the search's repeats and the confirmation's fresh ones share a seed sequence."""
+
+
 class CVSpec(_Section):
-    folds: int = Field(3, ge=2, description="k of StratifiedKFold")
+    folds: int = Field(3, ge=2, description="k of the (stratified) k-fold")
     shuffle: bool = True
     seed: int = 0
     metric: Literal["accuracy", "f1_macro", "f1", "mcc", "roc_auc"] = "accuracy"
+    repeats: int = Field(1, ge=1, le=MAX_CV_REPEATS, description="repeated k-fold: k x repeats fold scores per "
+                         "trial, a new split seed per repeat (cv.seed + repeat), the same splits in every trial")
+    group_column: str | None = Field(None, min_length=1, description="data column naming each row's source: "
+                                     "rows of one group never straddle folds (StratifiedGroupKFold)")
+
+    @model_validator(mode="after")
+    def _repeats_shuffle(self) -> CVSpec:
+        if self.repeats > 1 and not self.shuffle:
+            raise ValueError("cv.repeats > 1 needs cv.shuffle: true (unshuffled repeats are the same folds)")
+        return self
+
+
+class BaselineOptions(_Section):
+    """The tuned baseline: a learning-rate sweep of the plain full fine-tune (``hft_search.baseline``)."""
+
+    trials: int = Field(3, ge=1, le=20, description="learning rates of the sweep, spread over the searched range")
+
+
+class ConfirmOptions(_Section):
+    """The confirmation round after the search (``hft_search.confirm``)."""
+
+    top: int = Field(3, ge=1, le=20, description="distinct configurations re-fitted with the best baseline")
+    repeats: int = Field(1, ge=1, le=MAX_CV_REPEATS, description="fresh repeats of the k-fold they are fitted on")
 
 
 class WarmStart(_Section):
@@ -444,8 +471,12 @@ class StudyOptions(_Section):
     heartbeat_interval: int = Field(60, ge=1, description="seconds between worker heartbeats (RDB storages)")
     grace_period: int | None = Field(None, ge=1, description="seconds without heartbeat before a trial is retried")
     max_retries: int = Field(3, ge=0, description="times a trial of a dead worker is re-queued")
-    baseline: bool = Field(True, description="trial 0 of a new study is the plain full fine-tune that every "
-                           "later trial's lift is measured against")
+    baseline: BaselineOptions | Literal[False] = Field(
+        BaselineOptions(), description="a new study starts with a learning-rate sweep of the plain full fine-tune "
+        "(outside n_trials); every lift is measured against its best (true: {trials: 3}; false: none)")
+    confirm: ConfirmOptions | Literal[False] = Field(
+        ConfirmOptions(), description="after the search, re-fit the top configurations and the best baseline on "
+        "fresh folds; the printed winner comes from that round (false: skip)")
     enqueue: list[dict[str, Any]] = Field(default_factory=list, description="configurations (dotted knob: value) "
                                           "tried first, after the baseline")
     warm_start: WarmStart | None = Field(None, description="enqueue the best configurations of an earlier study")
@@ -462,6 +493,24 @@ class StudyOptions(_Section):
         """``false`` reads as ``none``: a value, not a missing one, so that ``to_yaml`` (which leaves out every
         None) writes it and the spec loads back with the portfolio still off."""
         return "none" if value is False or value is None else value
+
+    @field_validator("baseline", "confirm", mode="wrap")
+    @classmethod
+    def _on_off(cls, value: Any, handler: Any, info: ValidationInfo) -> Any:
+        """``true`` means the options' defaults, ``false`` turns it off, a mapping sets the options."""
+        options = {"baseline": BaselineOptions, "confirm": ConfirmOptions}[info.field_name]
+        if value is False or isinstance(value, options):
+            return value
+        if value is True or isinstance(value, Mapping):
+            return options.model_validate({} if value is True else dict(value))
+        raise ValueError(f"must be true, false or a mapping such as {options().model_dump()}")
+
+
+ADDED_FIELDS: dict[tuple[str, str], Any] = {
+    ("cv", "repeats"): 1, ("cv", "group_column"): None, ("model", "pooling"): None, ("data", "unlabeled"): None,
+    ("data", "unlabeled_column"): None, ("data", "max_unlabeled_samples"): None, ("data", "deduplicate"): False,
+}
+"""Fields of the hashed sections (:meth:`StudySpec.search_hash`) added after studies existed, with their defaults."""
 
 
 class StudySpec(_Section):
@@ -515,11 +564,12 @@ class StudySpec(_Section):
         """A hash of what makes trials comparable (data, model, cv, search space, fixed knobs): a study may
         only be resumed with a spec of the same hash. ``model.family`` is left out: it is read from the model,
         so a spec that names it describes the same trials as one that does not."""
-        exclude: dict[str, set[str]] = {"model": {"family"}}
-        if not self.data.deduplicate:  # added later: studies created before it keep their hash
-            exclude["data"] = {"deduplicate"}
         payload = self.model_dump(mode="json", include={"data", "model", "cv", "search_space", "fixed"},
-                                  exclude=exclude)
+                                  exclude={"model": {"family"}})
+        # Fields added later count only when set, so that a study made before them keeps its hash and resumes.
+        for (section, key), default in ADDED_FIELDS.items():
+            if payload[section][key] == default:
+                del payload[section][key]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:

@@ -211,10 +211,12 @@ def run_study(spec: StudySpec, *, n_trials: int | None = None, storage: str | No
               objective: Objective | None = None, stop: StopRequested | None = None,
               sampler_seed: int | None = None, abort: AbortTrial | None = None,
               spec_file: str | Path | None = None) -> optuna.Study:
-    """Open (or resume) the spec's study and run it to ``n_trials`` counted trials with the CV objective.
+    """Open (or resume) the spec's study, run it to ``n_trials`` counted trials with the CV objective, then run
+    its confirmation round (``study.confirm``, :mod:`hft_search.confirm`).
 
     Other processes may run the same study at the same time (see :func:`run_worker`): together they finish
-    exactly ``n_trials``. ``objective`` replaces the CV objective (tests, benchmarks of the storage); ``abort``
+    exactly ``n_trials``, and the one that finishes last (no searched trial still running) confirms.
+    ``objective`` replaces the CV objective (tests, benchmarks of the storage; no confirmation then); ``abort``
     confines interrupts to the objective (:class:`~hft_search.workers.AbortTrial`, for Ray's workers).
     A storage file that would replace the spec (``spec_file``) or one of its inputs is refused first.
     """
@@ -224,7 +226,7 @@ def run_study(spec: StudySpec, *, n_trials: int | None = None, storage: str | No
     # A database server is opened first, so that an unreachable one fails before the model is loaded; a file
     # storage last, so that a run whose data or model cannot load leaves no empty database file behind.
     backend = _storage_for(spec, url) if check_url(url) == "postgresql" else None
-    fingerprint = None
+    fingerprint, cv = None, None
     if objective is None:  # before the study: a spec whose data or model cannot load leaves no study behind
         from hft_search.objective import CVObjective
 
@@ -235,9 +237,32 @@ def run_study(spec: StudySpec, *, n_trials: int | None = None, storage: str | No
     study = _open_study_in(spec, backend, url, study_name or spec.name, sampler_seed)
     if fingerprint is not None and "data_fingerprint" not in study.user_attrs:
         study.set_user_attr("data_fingerprint", fingerprint)
-    return optimize(study, objective, target_trials(spec, n_trials), timeout=spec.study.timeout,
-                    progress=progress, max_retries=spec.study.max_retries,
-                    max_consecutive_failures=spec.study.max_consecutive_failures, stop=stop, abort=abort)
+    optimize(study, objective, target_trials(spec, n_trials), timeout=spec.study.timeout, progress=progress,
+             max_retries=spec.study.max_retries, max_consecutive_failures=spec.study.max_consecutive_failures,
+             stop=stop, abort=abort)
+    stopped = (stop is not None and stop()) or (abort is not None and abort())
+    if cv is not None and spec.study.confirm and not stopped and _searched_trials_done(study):
+        from hft_search.confirm import confirm_study
+
+        confirm_study(study, spec, cache=cv.cv.cache, data=cv.data, base=cv.cv.base)
+    return study
+
+
+def _searched_trials_done(study: optuna.Study) -> bool:
+    """Whether a confirmation round can run now: a single-objective study with a completed searched trial and
+    no trial still running in another worker (which would change the top configurations)."""
+    from hft_search.baseline import is_baseline
+
+    trials = study.get_trials(deepcopy=False)
+    if len(study.directions) > 1:
+        logger.info("study %s is multi-objective: no confirmation round (a Pareto front has no single winner)",
+                    study.study_name)
+        return False
+    if any(t.state == TrialState.RUNNING for t in trials):
+        logger.info("trials of study %s still run in other workers: the last worker to finish confirms (or run "
+                    "`hft-search confirm --study %s`)", study.study_name, study.study_name)
+        return False
+    return any(t.state == TrialState.COMPLETE and not is_baseline(t) for t in trials)
 
 
 def run_worker(spec: StudySpec, *, storage: str | None = None, study_name: str | None = None,

@@ -9,7 +9,16 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hft_search.baseline import find_baseline, lift_label, lift_of, verdict
+from hft_search.baseline import (
+    baseline_trials,
+    is_baseline,
+    lift_label,
+    lift_of,
+    lift_warning,
+    maximizes,
+    reference_baseline,
+)
+from hft_search.confirm import describe_confirmation, stored_confirmation
 from hft_search.exceptions import ModelError, SpecError, SpecIssue, StorageError
 from hft_search.spec import StudySpec, check_against_layers, load_spec
 
@@ -62,14 +71,21 @@ def _value(trial: FrozenTrial) -> str:
 
 
 def trials_table(study: optuna.Study) -> str:
-    """One line per trial: number, state, value ± std, lift over the baseline, trainable %, key params,
-    failure reason."""
-    rows = [("#", "state", "value ± std", "lift", "trainable %", "params", "reason")]
+    """One line per trial: number, state, value ± std (the search's CV), the confirmed CV of the trials in the
+    confirmation round, lift over the tuned baseline (on the search's folds, computed now), trainable %, key
+    params, failure reason."""
+    reference, maximize = reference_baseline(study), maximizes(study)
+    confirmation = stored_confirmation(study)
+    rows = [("#", "state", "value ± std", "confirmed", "lift", "trainable %", "params", "reason")]
     for trial in study.get_trials(deepcopy=False):
         fraction = trial.user_attrs.get("trainable_fraction")
         params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items()
                           if k in _KEY_PARAMS or k.endswith(".enabled"))
-        rows.append((str(trial.number), trial.state.name, _value(trial), lift_label(trial),
+        confirmed = confirmation.candidate(trial.number) if confirmation is not None else None
+        rows.append((str(trial.number), trial.state.name, _value(trial),
+                     "-" if confirmed is None or confirmed.mean is None else f"{confirmed.mean:.4f}"
+                     + (" (winner)" if trial.number == confirmation.winner else ""),
+                     lift_label(trial, reference, maximize=maximize),
                      f"{100 * fraction:.1f}" if isinstance(fraction, float) else "-", params,
                      trial.user_attrs.get("fail_reason", "")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -79,11 +95,15 @@ def trials_table(study: optuna.Study) -> str:
 
 
 def pick_trial(study: optuna.Study, trial_number: int | None) -> FrozenTrial:
-    """The given trial, or the best one; for multi-objective studies a Pareto trial must be named."""
+    """The given trial, else the winner of the confirmation round, else the search's best; for
+    multi-objective studies a Pareto trial must be named."""
     from hft_search.study import best_trial
 
     if trial_number is None:
-        return best_trial(study)
+        confirmation = stored_confirmation(study) if len(study.directions) == 1 else None
+        if confirmation is None or confirmation.winner is None:
+            return best_trial(study)
+        trial_number = confirmation.winner
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     trial = trials.get(trial_number)
     if trial is None or trial.state != TrialState.COMPLETE:
@@ -97,12 +117,14 @@ def best_summary(study: optuna.Study, trial_number: int | None = None) -> dict[s
     """The best (or given) trial as a plain dict: value ± std, fold scores, params, provenance."""
     trial = pick_trial(study, trial_number)
     attrs = trial.user_attrs
-    baseline = find_baseline(study.get_trials(deepcopy=False))
-    lift = lift_of(trial)
+    baseline, maximize = reference_baseline(study), maximizes(study)
+    lift = lift_of(trial, baseline, maximize=maximize)
     return {
         "study": study.study_name,
         "trial": trial.number,
         "values": list(trial.values),
+        "search_value": trial.values[0],
+        "confirmation": confirmation_summary(study, trial),
         "metric": attrs.get("metric"),
         "score_mean": attrs.get("score_mean"),
         "score_std": attrs.get("score_std"),
@@ -111,27 +133,48 @@ def best_summary(study: optuna.Study, trial_number: int | None = None) -> dict[s
         "trainable_params": attrs.get("trainable_params"),
         "params": dict(trial.params),
         "baseline_trial": None if baseline is None else baseline.number,
+        "baseline_trials": [t.number for t in baseline_trials(study)],
         "lift": None if lift is None else lift.to_attr(),
-        "lift_warning": verdict(trial, baseline),
+        "lift_warning": lift_warning(trial, baseline, maximize=maximize),
         "provenance": {k: attrs.get(k) for k in ("data_fingerprint", "device", "seeds", "versions",
                                                   "fold_times_s", "peak_memory_mb", "importance_cut",
                                                   "teacher_scores")},
     }
 
 
+def confirmation_summary(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any] | None:
+    """What the confirmation round says of ``trial``: its confirmed CV next to the search's, the winner's
+    curse, and the round's winner and verdict; None when the trial was not in the latest round."""
+    confirmation = stored_confirmation(study)
+    candidate = confirmation.candidate(trial.number) if confirmation is not None else None
+    if candidate is None:
+        return None
+    return {"confirmed_value": candidate.mean, "confirmed_std": candidate.std, "fold_scores": candidate.fold_scores,
+            "winners_curse": candidate.winners_curse, "failure": candidate.failure,
+            "winner": confirmation.winner, "verdict": confirmation.verdict, "baseline": confirmation.baseline,
+            "compared": confirmation.compared,
+            "lift": None if confirmation.lift is None else confirmation.lift.to_attr(),
+            "p_adjusted": confirmation.p_adjusted, "resampling": confirmation.resampling,
+            "searched_trials": confirmation.searched_trials, "created": confirmation.created}
+
+
 def _baseline_lines(study: optuna.Study, best: FrozenTrial) -> list[str]:
-    """The baseline trial and the best trial's lift over it, with a plain warning when it is not better."""
-    baseline = find_baseline(study.get_trials(deepcopy=False))
+    """The tuned baseline and the search's best trial's lift over it on the search's folds, with a plain
+    warning when it is not better."""
+    baseline, maximize = reference_baseline(study), maximizes(study)
     if baseline is None:
         return ["no completed baseline trial (study.baseline: false, or it has not run): no lift to show"]
-    lines = [f"baseline: trial {baseline.number} (plain full fine-tune, learning rate "
-             f"{_fmt(baseline.user_attrs.get('config', {}).get('training.learning_rate'))}): "
+    rates = sorted(t.user_attrs.get("config", {}).get("training.learning_rate") or 0.0 for t in baseline_trials(study)
+                   if t.state == TrialState.COMPLETE)
+    rate = baseline.user_attrs.get("config", {}).get("training.learning_rate")
+    lines = [f"tuned baseline: trial {baseline.number}, the plain full fine-tune at learning rate {_fmt(rate)} (the "
+             f"best of {len(rates)} swept: {', '.join(_fmt(r) for r in rates)}): "
              f"{best.user_attrs.get('metric', 'value')} {_value(baseline)}"]
-    lift = lift_of(best)
+    lift = lift_of(best, baseline, maximize=maximize)
     if lift is not None:
-        lines.append(f"lift of trial {best.number} over the baseline: {lift.text()}")
-    warning = verdict(best, baseline)
-    if warning:
+        lines.append(f"lift of trial {best.number} over it on the search's folds: {lift.text()}")
+    warning = lift_warning(best, baseline, maximize=maximize)
+    if warning and stored_confirmation(study) is None:
         lines.append(f"warning: {warning}")
     return lines
 
@@ -139,13 +182,16 @@ def _baseline_lines(study: optuna.Study, best: FrozenTrial) -> list[str]:
 def describe_best(study: optuna.Study, storage_url: str | None = None) -> str:
     """What ``run`` prints at the end: counts, the best trial with its fold scores, and the storage."""
     from hft_search.storage import mask_url
-    from hft_search.workers import counted_trials
+    from hft_search.workers import baseline_runs, counted_trials
 
     states: dict[str, int] = {}
     for trial in study.get_trials(deepcopy=False):
-        states[trial.state.name] = states.get(trial.state.name, 0) + 1
+        if not is_baseline(trial):
+            states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    sweep = baseline_runs(study)
     lines = [f"study {study.study_name!r}: {counted_trials(study)} counted trials "
-             f"({', '.join(f'{n} {s.lower()}' for s, n in sorted(states.items()))})"]
+             f"({', '.join(f'{n} {s.lower()}' for s, n in sorted(states.items()))})"
+             + (f" + {sweep} baseline trial(s) outside n_trials" if sweep else "")]
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not complete:
         lines.append("no completed trial yet")
@@ -156,11 +202,14 @@ def describe_best(study: optuna.Study, storage_url: str | None = None) -> str:
         best = study.best_trial
         folds = ", ".join(f"{s:.4f}" for s in best.user_attrs.get("fold_scores", []) if not math.isnan(s))
         fraction = best.user_attrs.get("trainable_fraction")
-        lines.append(f"best trial {best.number}: {best.user_attrs.get('metric', 'value')} {_value(best)}  "
+        lines.append(f"search's best: trial {best.number}: {best.user_attrs.get('metric', 'value')} {_value(best)}  "
                      f"folds [{folds}]"
                      + (f"  trainable {100 * fraction:.1f}%" if isinstance(fraction, float) else ""))
         lines += [f"  {k} = {_fmt(v)}" for k, v in best.params.items()]
         lines += _baseline_lines(study, best)
+        confirmation = stored_confirmation(study)
+        if confirmation is not None:
+            lines += describe_confirmation(confirmation, study)
     if storage_url:
         lines.append(f"stored in {mask_url(storage_url)} (study {study.study_name!r})")
     return "\n".join(lines)

@@ -2,11 +2,12 @@
 trials of one study together.
 
 Which trials count
-    A trial *counts* towards ``n_trials`` once it ended with a verdict: COMPLETE, PRUNED, or FAIL with a
-    recorded ``fail_reason`` (out of memory, an exception in a fold). A FAIL trial without a reason was
+    A *searched* trial counts towards ``n_trials`` once it ended with a verdict: COMPLETE, PRUNED, or FAIL with
+    a recorded ``fail_reason`` (out of memory, an exception in a fold). A FAIL trial without a reason was
     interrupted (Ctrl-C, a killed worker, a lost database connection) and does not count, so re-running the
     same command, or starting more workers, continues to ``n_trials`` in total instead of starting over or
-    stopping short.
+    stopping short. The trials of the baseline sweep (:mod:`hft_search.baseline`) never count and never hold a
+    place: ``n_trials`` is the search's budget, and a spec with ``n_trials: 1`` runs the sweep and one trial.
 
 Exactly ``n_trials``, without a lock
     Optuna's ``MaxTrialsCallback`` is racy across workers: two of them may both start "the last" trial. Here a
@@ -89,6 +90,7 @@ from optuna.exceptions import ExperimentalWarning, StorageInternalError, UpdateF
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from hft_search.baseline import BASELINE_ATTR, is_baseline
 from hft_search.exceptions import ConsecutiveFailures, StorageError, TrialFailure
 from hft_search.storage import error_summary, mask_url
 
@@ -123,20 +125,30 @@ _STORAGE_ERRORS = (StorageInternalError, sqlalchemy.exc.OperationalError, sqlalc
 """What a lost database connection raises (Optuna wraps most SQLAlchemy errors in StorageInternalError)."""
 
 
-def counts(trial: FrozenTrial) -> bool:
-    """Whether a finished trial counts towards ``n_trials`` (see the module docstring)."""
+def has_verdict(trial: FrozenTrial) -> bool:
+    """COMPLETE, PRUNED, or FAIL with a recorded ``fail_reason``: a trial that was not interrupted."""
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
     return trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs
 
 
+def counts(trial: FrozenTrial) -> bool:
+    """Whether a finished trial counts towards ``n_trials``: a searched trial with a verdict."""
+    return has_verdict(trial) and not is_baseline(trial)
+
+
 def holds_place(trial: FrozenTrial) -> bool:
     """Whether a trial counts or may still count: it takes one of the ``n_trials`` places."""
-    return trial.state in (TrialState.RUNNING, TrialState.WAITING) or counts(trial)
+    return (trial.state in (TrialState.RUNNING, TrialState.WAITING) and not is_baseline(trial)) or counts(trial)
 
 
 def counted_trials(study: optuna.Study) -> int:
     return sum(counts(t) for t in study.get_trials(deepcopy=False))
+
+
+def baseline_runs(study: optuna.Study) -> int:
+    """Trials of the baseline sweep that ended with a verdict (outside ``n_trials``)."""
+    return sum(is_baseline(t) and has_verdict(t) for t in study.get_trials(deepcopy=False))
 
 
 @dataclass(frozen=True)
@@ -151,7 +163,7 @@ class _Census:
     def of(cls, study: optuna.Study) -> _Census:
         trials = study.get_trials(deepcopy=False)
         return cls(counted=sum(counts(t) for t in trials),
-                   running=sum(t.state == TrialState.RUNNING for t in trials),
+                   running=sum(t.state == TrialState.RUNNING and not is_baseline(t) for t in trials),
                    waiting=sum(t.state == TrialState.WAITING for t in trials))
 
     def next_step(self, n_trials: int) -> bool | None:
@@ -185,7 +197,7 @@ class _Admission:
         self.number = trial.number
         earlier = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number]
         taken = sum(holds_place(t) for t in earlier)
-        if taken >= self.n_trials:
+        if taken >= self.n_trials and not trial.user_attrs.get(BASELINE_ATTR):
             self.surplus.add(trial.number)
             trial.set_user_attr(SURPLUS_ATTR, True)
             logger.info("trial %d is surplus: %d trials before it already hold the %d places; "
@@ -416,7 +428,7 @@ class _Worker:
             except (UpdateFinishedTrialError, ValueError):
                 return  # ended meanwhile by another worker's heartbeat sweep, which re-queues it
             trial = _trial(self.study, number)
-        if trial.state == TrialState.FAIL and not counts(trial) and number not in self.admission.surplus \
+        if trial.state == TrialState.FAIL and not has_verdict(trial) and number not in self.admission.surplus \
                 and not _requeued(self.study, number):
             self.requeue(self.study, trial)
             logger.info("trial %d re-queued with the same parameters", number)

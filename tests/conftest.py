@@ -97,19 +97,34 @@ def tiny_test_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_spec_dict(tiny_model_dir: Path, tiny_csv: Path, tiny_test_csv: Path, tmp_path: Path) -> dict:
     """A complete spec on the tiny model: 2 folds, 1 epoch, lr and frozen layers searched, SQLite in tmp_path.
 
-    No baseline trial (``study.baseline: false``): tests count and enqueue trials themselves; the baseline's
-    own tests (``test_baseline.py``) turn it on."""
+    No baseline sweep and no confirmation round (``study.baseline: false``, ``study.confirm: false``): tests
+    count and enqueue trials themselves; :func:`with_study_defaults` restores the defaults
+    (``tests/test_confirm.py`` runs them end to end)."""
+    return tiny_spec(tiny_model_dir, tiny_csv, tiny_test_csv, tmp_path)
+
+
+def tiny_spec(model: Path, train: Path, test: Path, folder: Path) -> dict:
+    """The spec of :func:`tiny_spec_dict`, its storage and cache in ``folder`` (for module-scoped studies)."""
     return {
         "name": "tiny",
-        "data": {"train": str(tiny_csv), "test": str(tiny_test_csv)},
-        "model": {"name": str(tiny_model_dir), "max_length": 16},
+        "data": {"train": str(train), "test": str(test)},
+        "model": {"name": str(model), "max_length": 16},
         "cv": {"folds": 2, "seed": 0},
         "search_space": {
             "training.learning_rate": {"float": [1e-4, 1e-2], "log": True},
             "freeze.layers": {"int": [0, 2]},
         },
         "fixed": {"training.epochs": 1, "training.batch_size": 16},
-        "study": {"n_trials": 2, "storage": f"sqlite:///{tmp_path / 'hft.db'}", "pruner": "none", "baseline": False},
+        "study": {"n_trials": 2, "storage": f"sqlite:///{folder / 'hft.db'}", "pruner": "none", "baseline": False,
+                  "confirm": False},
         "device": "cpu",
-        "cache_dir": str(tmp_path / "cache"),
+        "cache_dir": str(folder / "cache"),
     }
+
+
+def with_study_defaults(raw: dict) -> dict:
+    """A tiny spec with the study defaults a user gets: the baseline sweep, successive halving, the confirmation
+    round, and 2 epochs per fold (so the pruner has epochs to compare)."""
+    study = {key: value for key, value in raw["study"].items() if key not in ("pruner", "baseline", "confirm")}
+    return {**raw, "fixed": {**raw["fixed"], "training.epochs": 2}, "study": study}
+

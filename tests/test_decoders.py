@@ -153,7 +153,8 @@ def test_full_cv_study_with_freeze_importance_lora_and_a_distilled_student(decod
         "fixed": {"freeze.layers": 1, "importance.granularity": "element", "lora.enabled": True, "lora.r": 2,
                   "distill.student_layers": 1, "distill.alpha": 0.5, "training.epochs": 1,
                   "training.batch_size": 16},
-        "study": {"n_trials": 2, "storage": f"sqlite:///{tmp_path / 'hft.db'}", "pruner": "none"},
+        "study": {"n_trials": 1, "storage": f"sqlite:///{tmp_path / 'hft.db'}", "pruner": "none",
+                  "baseline": {"trials": 1}, "confirm": False},
         "device": "cpu",
         "cache_dir": str(tmp_path / "cache"),
     }
@@ -272,7 +273,8 @@ def _decoder_lora_spec(tmp_path: Path, model: Path, train: Path, test: Path) -> 
     raw["cv"]["folds"] = 2
     raw["search_space"]["freeze.layers"] = {"int": [1, 2]}  # the tiny model has 2 blocks, Qwen2.5-0.5B 24
     raw["fixed"].update({"training.epochs": 1, "training.batch_size": 16})
-    raw["study"].update(n_trials=2, storage=f"sqlite:///{tmp_path / 'decoder.db'}")
+    raw["study"].update(n_trials=2, storage=f"sqlite:///{tmp_path / 'decoder.db'}", baseline={"trials": 1},
+                        confirm=False)
     raw.update(device="cpu", cache_dir=str(tmp_path / "cache"))
     path = tmp_path / "decoder_lora.yaml"
     path.write_text(yaml.safe_dump(raw))

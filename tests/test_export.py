@@ -50,7 +50,9 @@ def _spec_dict(root: Path, model: Path, train: Path, test: Path, **study: object
         # the random tiny BERT needs ~60 steps before it learns anything (see test_objective.py)
         "fixed": {"training.epochs": 10, "training.batch_size": 8, "training.patience": 10,
                   "training.warmup_ratio": 0.0},
-        "study": {"n_trials": 2, "storage": f"sqlite:///{root / 'hft.db'}", "pruner": "none", **study},
+        # trial 0: the baseline (a sweep of one rate), trial 1: the one searched trial; no confirmation round
+        "study": {"n_trials": 1, "storage": f"sqlite:///{root / 'hft.db'}", "pruner": "none",
+                  "baseline": {"trials": 1}, "confirm": False, **study},
         "device": "cpu",
         "cache_dir": str(root / "cache"),
     }

@@ -218,7 +218,7 @@ def test_the_baseline_is_not_pruned_where_the_same_configuration_is(tiny_spec_di
     params = {"training.learning_rate": 1e-3, "freeze.layers": 0}
     study.enqueue_trial(params)  # the baseline's configuration as a searched trial: pruned at step 1
     study.enqueue_trial(params, user_attrs={BASELINE_ATTR: True})  # the baseline: fitted again, and completes
-    optimize(study, CVObjective(spec), MIN_TRIALS_PER_RUNG + 1)
+    optimize(study, CVObjective(spec), MIN_TRIALS_PER_RUNG)  # the baseline is outside n_trials and runs anyway
     searched, baseline = study.trials[-2:]
     assert searched.state == TrialState.PRUNED and searched.last_step == 1
     assert baseline.state == TrialState.COMPLETE and baseline.value < 0.99

@@ -51,7 +51,7 @@ def test_cli_run_best_status(tiny_spec_dict: dict, tmp_path: Path, capsys: pytes
     path = write_spec(tmp_path, {**tiny_spec_dict, "study": {**tiny_spec_dict["study"], "n_trials": 1}})
     assert main(["run", str(path), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "best trial 0" in out and "folds [" in out and "hft.db" in out
+    assert "search's best: trial 0" in out and "folds [" in out and "hft.db" in out
     storage = tiny_spec_dict["study"]["storage"]
     assert main(["best", "--study", "tiny", "--storage", storage, "--format", "json"]) == 0
     assert '"fold_scores"' in capsys.readouterr().out

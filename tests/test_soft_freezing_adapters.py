@@ -238,20 +238,20 @@ def test_portfolio_follows_the_baseline_filtered_to_the_space(tiny_spec_dict: di
     trials = study.get_trials(deepcopy=False)
     sources = [t.user_attrs.get(ENQUEUED_ATTR) for t in trials]
     fixed = [t.system_attrs["fixed_params"] for t in trials]  # what an enqueued (WAITING) trial will run
-    assert count == len(trials) and trials[0].user_attrs.get("baseline") and sources[0] is None
+    assert count == len(trials) and all(t.user_attrs.get("baseline") for t in trials[:3]) and sources[:3] == [None] * 3
     # zhang2021_reinit's 2 blocks are outside [0, 1]: skipped with a warning, like a warm start's value
-    assert sources[1:] == ["portfolio:llrd_0.9", "portfolio:lora_hu2021", "portfolio:dora_all_linear"]
+    assert sources[3:] == ["portfolio:llrd_0.9", "portfolio:lora_hu2021", "portfolio:dora_all_linear"]
     assert "zhang2021_reinit: training.reinit_layers = 2 skipped" in caplog.text
-    assert fixed[0] == {"training.learning_rate": pytest.approx(1e-3), "training.reinit_layers": 0,
-                                "training.layer_lr_decay": 1.0, "lora.enabled": False}  # soft freezing off
-    assert fixed[1] == {"training.layer_lr_decay": 0.9}
-    assert fixed[2] == {"lora.enabled": True, "lora.r": 8}  # alpha and the rate: not searched, dropped
-    assert fixed[3] == {"lora.enabled": True, "lora.variant": "dora", "lora.r": 8}
+    assert fixed[1] == {"training.learning_rate": pytest.approx(1e-3), "training.reinit_layers": 0,
+                        "training.layer_lr_decay": 1.0, "lora.enabled": False}  # the sweep's middle; soft freezing off
+    assert fixed[3] == {"training.layer_lr_decay": 0.9}
+    assert fixed[4] == {"lora.enabled": True, "lora.r": 8}  # alpha and the rate: not searched, dropped
+    assert fixed[5] == {"lora.enabled": True, "lora.variant": "dora", "lora.r": 8}
     assert all(entry.defining for entry in LITERATURE)
     assert seed_study(optuna.create_study(), spec.model_copy(update={"study": spec.study.model_copy(
-        update={"portfolio": "none"})}), "sqlite://") == 1
+        update={"portfolio": "none"})}), "sqlite://") == 3  # the baseline sweep alone
     small = spec.model_copy(update={"study": spec.study.model_copy(update={"n_trials": 4})})
-    assert seed_study(optuna.create_study(), small, "sqlite://") == 1 + 2  # at most half of n_trials
+    assert seed_study(optuna.create_study(), small, "sqlite://") == 3 + 2  # the portfolio: at most half of n_trials
     grid = spec_from_dict({**raw, "search_space": {"training.layer_lr_decay": {"float": [0.8, 1.0], "step": 0.1}},
                            "study": {**raw["study"], "sampler": "grid"}})
     assert seed_study(optuna.create_study(), grid, "sqlite://") == 0  # a grid runs only its own points

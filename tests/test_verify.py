@@ -35,7 +35,7 @@ def _raw(root: Path, model: Path, train: Path, test: Path, *, name: str, fixed: 
         "search_space": space,
         "fixed": {"training.batch_size": 8, "training.warmup_ratio": 0.0, **fixed},
         "study": {"n_trials": 2, "storage": f"sqlite:///{root / 'hft.db'}", "pruner": "none", "sampler": "random",
-                  "baseline": False},
+                  "baseline": False, "confirm": False},
         "device": "cpu",
         "cache_dir": str(root / "cache"),
     }

@@ -11,8 +11,11 @@ weights (early stopping restores them), while ``train`` has no validation split 
 searched maximum would fit something nobody scored. The searched value stays in the provenance
 (``cv_epochs``), which ``hft-search verify`` and ``train``'s fold runs use to cross-validate as the search did.
 
-The provenance block (study, trial, value ± std, fold scores, versions,
-data fingerprint) travels with the spec into the trained model's ``hft_search.json``.
+Which trial: the one named, else the winner of the study's confirmation round (:mod:`hft_search.confirm`: the
+search's own maximum is optimistic, the round re-fitted the top configurations on fresh folds), else the best.
+
+The provenance block (study, trial, value ± std, fold scores, versions, data fingerprint, the lift over the tuned
+baseline and the confirmation round) travels with the spec into the trained model's ``hft_search.json``.
 """
 
 from __future__ import annotations
@@ -29,14 +32,15 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial
 
-from hft_search.baseline import find_baseline, lift_of, verdict
+from hft_search.baseline import lift_of, lift_warning, maximizes, reference_baseline
+from hft_search.confirm import stored_confirmation, verdict_text
 from hft_search.exceptions import ExportError
 from hft_search.files import check_output, refuse_inputs, write_text_atomic
 from hft_search.inputs import spec_inputs, storage_inputs
 from hft_search.spec import StudySpec, spec_from_dict
 from hft_search.storage import mask_url, resolve_storage_url
 from hft_search.study import load_study
-from hft_search.summary import pick_trial, value_with_std
+from hft_search.summary import confirmation_summary, pick_trial, value_with_std
 
 logger = logging.getLogger(__name__)
 
@@ -103,16 +107,34 @@ def provenance(study: optuna.Study, trial: FrozenTrial, storage_url: str | None)
 
 
 def baseline_provenance(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
-    """The baseline trial, the exported trial's lift over it, and a plain warning (``lift_warning``) when the
-    exported trial is not significantly better than the baseline full fine-tune."""
-    baseline = find_baseline(study.get_trials(deepcopy=False))
-    lift = lift_of(trial)
-    warning = verdict(trial, baseline)
+    """The tuned baseline, the exported trial's lift over it on the search's folds, the confirmation round
+    (``confirmation``: the trial's scores on the fresh folds, the winner, the lift tested there and the verdict),
+    and a plain warning (``lift_warning``) when the exported trial is not shown to be better than the tuned
+    baseline: by the confirmation round when the trial took part in it, else on the search's folds."""
+    baseline, maximize = reference_baseline(study), maximizes(study)
+    lift = lift_of(trial, baseline, maximize=maximize)
+    confirmed = confirmation_summary(study, trial)
+    warning = lift_warning(trial, baseline, maximize=maximize)
+    if confirmed is not None:
+        warning = confirmed_warning(study, trial)
     if warning:
         logger.warning("%s", warning)
     return {"baseline": None if baseline is None else {"trial": baseline.number, "value": baseline.values[0],
                                                        "fold_scores": baseline.user_attrs.get("fold_scores")},
-            "lift": None if lift is None else lift.to_attr(), "lift_warning": warning}
+            "lift": None if lift is None else lift.to_attr(), "confirmation": confirmed, "lift_warning": warning}
+
+
+def confirmed_warning(study: optuna.Study, trial: FrozenTrial) -> str | None:
+    """A plain warning when the confirmation round does not show ``trial`` better than the tuned baseline."""
+    confirmation = stored_confirmation(study)
+    if confirmation is None or confirmation.verdict == "no baseline":
+        return None
+    if trial.number != confirmation.winner:
+        return (f"trial {trial.number} is not the winner of the confirmation round (trial {confirmation.winner}); "
+                f"{verdict_text(confirmation)}")
+    if confirmation.verdict == "better" and trial.number == confirmation.compared:
+        return None
+    return verdict_text(confirmation).removeprefix("verdict: ")
 
 
 def export_spec(study: optuna.Study, trial_number: int | None = None, *,

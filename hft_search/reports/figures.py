@@ -28,7 +28,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hft_search.baseline import find_baseline, lift_label, lift_of, verdict
+from hft_search.baseline import lift_label, lift_of, lift_warning, reference_baseline
+from hft_search.confirm import stored_confirmation, verdict_text
 from hft_search.reports.studies import metric_name, ranked_trials, score
 from hft_search.spec import SWITCHABLE_GROUPS
 from hft_search.summary import value_with_std
@@ -494,27 +495,42 @@ def _provenance_rows(study: optuna.Study, trial: FrozenTrial) -> list[tuple[str,
 
 
 def _lift_rows(study: optuna.Study, best: FrozenTrial) -> list[tuple[str, str]]:
-    """The baseline trial and the best trial's lift over it (with the warning when it is not better)."""
-    baseline = find_baseline(study.get_trials(deepcopy=False))
+    """The tuned baseline, the best trial's lift over it on the search's folds, and the confirmation round:
+    the confirmed score next to the search's, the winner's curse and the verdict (a warning when the trial is
+    not shown to be better)."""
+    baseline, maximize = reference_baseline(study), _maximize(study)
+    rows = []
     if baseline is None:
-        return [("baseline", "none completed (no lift to show)")]
-    lift = lift_of(best)
-    rows = [("baseline", f"trial #{baseline.number}, {_score_text(baseline)}")]
-    if lift is not None:
-        rows.append(("lift over baseline", text(lift.text())))
-    warning = verdict(best, baseline)
-    if warning:
-        rows.append(("warning", text(warning)))
+        rows.append(("baseline", "none completed (no lift to show)"))
+    else:
+        rows.append(("tuned baseline", f"trial #{baseline.number}, {_score_text(baseline)}"))
+        lift = lift_of(best, baseline, maximize=maximize)
+        if lift is not None:
+            rows.append(("lift over baseline (search folds)", text(lift.text())))
+    confirmation = stored_confirmation(study)
+    candidate = confirmation.candidate(best.number) if confirmation is not None else None
+    if candidate is not None and candidate.mean is not None:
+        rows += [("search CV", _score_text(best)),
+                 ("confirmed CV (fresh folds)", value_with_std(candidate.mean, candidate.std)),
+                 ("winner's curse (search − confirmed)", f"{candidate.winners_curse:+.4f}"),
+                 ("confirmation", text(verdict_text(confirmation).removeprefix("verdict: ")))]
+    elif baseline is not None:
+        warning = lift_warning(best, baseline, maximize=maximize)
+        if warning:
+            rows.append(("warning", text(warning)))
     return rows
 
 
 def best_configuration(study: optuna.Study) -> Figure:
-    """The best trial as a card: score ± std, fold scores, trainable %, every parameter, provenance."""
+    """The best trial as a card: score ± std, fold scores, trainable %, every parameter, provenance. The best
+    is the winner of the confirmation round when the study has one, else the search's best."""
     ranked = _ranked(study)
     title = "Best configuration"
     if not ranked:
         return _no_finished_trial(title)
-    best = ranked[0]
+    confirmation = stored_confirmation(study)
+    winner = None if confirmation is None else confirmation.winner
+    best = next((t for t in ranked if t.number == winner), ranked[0])
     attrs = best.user_attrs
     folds = attrs.get("fold_scores") or []
     trainable = attrs.get("trainable_params"), attrs.get("total_params")
@@ -552,13 +568,25 @@ def trials_table(study: optuna.Study) -> Figure:
     title = "Trials"
     if not trials:
         return message_figure(title, "This study has no trial yet.")
-    header = ["trial", "state", _metric(study), "lift", "folds", "trainable", "time (s)", "parameters", "reason"]
+    header = ["trial", "state", _metric(study), "confirmed", "lift", "folds", "trainable", "time (s)", "parameters",
+              "reason"]
+    reference, maximize = reference_baseline(study), _maximize(study)
+    confirmation = stored_confirmation(study)
+
+    def confirmed(trial: FrozenTrial) -> str:
+        candidate = confirmation.candidate(trial.number) if confirmation is not None else None
+        if candidate is None or candidate.mean is None:
+            return "—"
+        return value_with_std(candidate.mean, candidate.std) + (" (winner)" if trial.number == confirmation.winner
+                                                                else "")
+
     rows = [
         (
             str(trial.number),
             trial.state.name,
             _score_text(trial) if trial.state == TrialState.COMPLETE else "—",
-            text(lift_label(trial)),
+            confirmed(trial),
+            text(lift_label(trial, reference, maximize=maximize)),
             str(len(trial.user_attrs.get("fold_scores") or trial.intermediate_values)),
             _percent(trial.user_attrs.get("trainable_fraction")),
             f"{trial.duration.total_seconds():.1f}" if trial.duration else "—",
@@ -567,7 +595,7 @@ def trials_table(study: optuna.Study) -> Figure:
         )
         for trial in trials
     ]
-    return _table(f"{title} ({len(trials)})", header, list(zip(*rows, strict=True)), [1, 2, 3, 2, 1, 2, 1, 6, 4])
+    return _table(f"{title} ({len(trials)})", header, list(zip(*rows, strict=True)), [1, 2, 3, 3, 2, 1, 2, 1, 6, 4])
 
 
 # ------------------------------------------------------------------------------------------------------------
