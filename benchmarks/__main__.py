@@ -139,9 +139,10 @@ def render_table(results_dir: Path, preset: str) -> str:
             continue
         data = json.loads(path.read_text(encoding="utf-8"))
         info = data.get(preset, {}).get("machine")
-        if info:
-            machines.add(f"{info['cpu_count']} CPUs, torch {info['torch']}, transformers {info['transformers']}, "
-                         f"optuna {info['optuna']}")
+        if info:  # a script's JSON (storage) may record fewer package versions
+            versions = ", ".join(f"{package} {info[package]}" for package in ("torch", "transformers", "optuna")
+                                 if package in info)
+            machines.add(f"{info.get('cpu_count', '?')} CPUs" + (f", {versions}" if versions else ""))
         for target in targets_of(name, data, preset):
             value = target["value"]
             shown = "n/a" if value is None else f"{value:.3g}"

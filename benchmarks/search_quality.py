@@ -5,14 +5,18 @@ On SST-2 with the packaged MiniLM, every method gets the same budget in **fold-e
 over folds; see :mod:`benchmarks._anytime`), on the same folds and training seeds, for each sampler seed:
 
 (a) ``tuned_full`` — the tuned full fine-tune: a learning-rate-only TPE search of plain full fine-tuning;
-(b) ``random`` — random search over the hybrid space;
-(c) ``tpe`` — TPE over the hybrid space, no pruning;
+(b) ``random`` — random search over the hybrid space (no portfolio: it is the sampler's own measure);
 (d) ``recommended`` — the default: TPE + multi-fidelity pruning (:data:`RECOMMENDED_PRUNER`), the tuned baseline
-    (a learning-rate sweep of the plain full fine-tune, inside (d)'s budget) and the confirmation round.
+    (a learning-rate sweep of the plain full fine-tune, inside (d)'s budget), the literature portfolio (issue 20)
+    and the confirmation round.
 
-``random_fixed_lr`` is (b) with ``training.max_lr_multiplier: 1`` (every configuration at the searched rate,
-as before issue 13): at the same seed it samples the same configurations, so the trials that end at the
-majority class with and without learning-rate scaling are a paired before/after.
+The hybrid space holds issue 20's methods next to the earlier ones: layer-wise learning-rate decay, re-initialised
+top blocks, LoRA variants (DoRA) and LoRA+. (c), TPE without pruning, and the fixed-rate random search of issue 13
+are no longer run: their questions were answered (``benchmarks/results/search_quality.json``'s history and the
+README), and their hour is better spent on a larger budget for the methods users choose between.
+
+Next to (a) and (d), per seed: **SetFit** (:mod:`benchmarks.setfit_arm`), what users pick instead when labels are
+few, trained on the very rows of the search and scored on the same dev split.
 
 Per method and seed: best CV score, the best trial exported (``export_spec``) and fitted by ``train_final`` on
 all training rows (same epochs as the search: no protocol change between search and final fit) and scored on
@@ -42,6 +46,7 @@ import numpy as np
 from scipy import stats
 
 from benchmarks import _anytime as anytime
+from benchmarks import setfit_arm
 from benchmarks._common import ROOT, Context, bench_spec, check
 from hft_search.baseline import reference_baseline
 from hft_search.caching import Cache
@@ -73,8 +78,6 @@ class Method:
 METHODS = {
     "tuned_full": Method("lr", "tpe", "none", baseline=False),
     "random": Method("hybrid", "random", "none", baseline=False),
-    "random_fixed_lr": Method("hybrid", "random", "none", baseline=False, max_lr_multiplier=1.0),
-    "tpe": Method("hybrid", "tpe", "none", baseline=False),
     "recommended": Method("hybrid", "tpe", RECOMMENDED_PRUNER, baseline=True),
 }
 
@@ -94,7 +97,7 @@ class Sizes:
     device: str = "cpu"
 
 
-CPU = Sizes(rows=800, dev_rows=None, folds=3, max_length=48, epochs=2, batch_size=32, budget_fold_epochs=30,
+CPU = Sizes(rows=800, dev_rows=None, folds=3, max_length=48, epochs=2, batch_size=32, budget_fold_epochs=48,
             seeds=(0, 1, 2), warm_rows=480, warm_budget_fold_epochs=18)
 SIZES = {
     "full": CPU,  # the suite's published sizes: the 2-core CPU hour
@@ -113,14 +116,18 @@ DEV_SIGNIFICANCE = 0.05
 
 
 def search_space(method: Method, num_layers: int) -> dict[str, Any]:
-    """(a): the learning rate alone. Hybrid: the embeddings always frozen plus at least 2 blocks, LoRA on the
-    frozen blocks, an importance cut; the rate range is a full fine-tune's, scaled per configuration by
-    ``training.max_lr_multiplier``. Distillation is left out: its per-fold teacher costs a full fine-tune."""
+    """(a): the learning rate alone. Hybrid: the embeddings always frozen plus at least 2 blocks, LoRA (plain or
+    DoRA, LoRA+ ratio) on the frozen blocks, an importance cut, layer-wise rate decay and re-initialised top
+    blocks on what trains; the rate range is a full fine-tune's, scaled per configuration by
+    ``training.max_lr_multiplier``. Distillation is left out: its per-fold teacher costs a full fine-tune
+    (:mod:`benchmarks.distill_ablation` measures it)."""
     lr = {"training.learning_rate": {"float": [1e-5, 1e-3], "log": True}}
     if method.space == "lr":
         return lr
     return {**lr, "freeze.layers": {"int": [2, num_layers]},
+            "training.layer_lr_decay": {"float": [0.7, 1.0]}, "training.reinit_layers": {"int": [0, 1]},
             "lora.enabled": {"categorical": [True, False]}, "lora.r": {"int": [4, 16], "log": True},
+            "lora.variant": {"categorical": ["lora", "dora"]}, "lora.lr_ratio": {"float": [1.0, 16.0], "log": True},
             "importance.enabled": {"categorical": [True, False]}, "importance.threshold": {"float": [0.5, 0.9]}}
 
 
@@ -141,6 +148,7 @@ class Bench:
         per_trial = sizes.folds * sizes.epochs
         study = {"sampler": method.sampler, "pruner": method.pruner, "baseline": method.baseline, "seed": seed,
                  "confirm": method.baseline,  # the round runs explicitly after (d)'s search (confirm_run)
+                 "portfolio": "literature" if method.baseline else "none",
                  "n_trials": max(2, sizes.budget_fold_epochs // per_trial)}  # sizes TPE's random start-up
         if warm_start:
             study["warm_start"] = warm_start
@@ -243,6 +251,7 @@ def run(ctx: Context) -> dict[str, Any]:
           f"{sizes.epochs} epoch(s) per fold, budget {sizes.budget_fold_epochs} fold-epochs per method, seeds "
           f"{list(sizes.seeds)}; dev {sizes.dev_rows or 'all'} rows", flush=True)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in METHODS}
+    setfit: list[dict[str, Any]] = []
     for index, seed in enumerate(sizes.seeds):
         order = list(METHODS) if index % 2 == 0 else list(reversed(METHODS))  # no method always runs warm
         for name in order:
@@ -257,6 +266,7 @@ def run(ctx: Context) -> dict[str, Any]:
             print(f"  seed {seed} {name}: best CV {run_['best_cv']:.4f} in {run_['wall_s']:.0f} s "
                   f"({run_['trials']} trials, {run_['pruned']} pruned, {run_['majority_trials']} at the majority "
                   f"class); dev {run_['dev_accuracy']:.4f} training {run_['trainable_fraction']:.1%}", flush=True)
+        setfit.append(setfit_run(bench, spec, seed))
     print(verdict_table(runs["recommended"]), flush=True)
     summary = {name: summarize(seeds) for name, seeds in runs.items()}
     warm = warm_start(bench) if sizes.warm_budget_fold_epochs else {"skipped": "no warm-start budget at these sizes"}
@@ -266,7 +276,35 @@ def run(ctx: Context) -> dict[str, Any]:
             "search_spaces": {m.space: search_space(m, bench.num_layers) for m in METHODS.values()},
             "runs": runs, "median": summary, "warm_start": warm, "figure": figure.name,
             "separation": separation(runs), "verdicts": verdict_rows(runs["recommended"]),
-            "verdict_table": verdict_table(runs["recommended"]), "targets": [*targets(runs), late_pruning(runs)]}
+            "verdict_table": verdict_table(runs["recommended"]), "setfit": setfit,
+            "dev_side_by_side": dev_side_by_side(runs, setfit),
+            "targets": [*targets(runs), late_pruning(runs), setfit_target(runs, setfit)]}
+
+
+def setfit_run(bench: Bench, spec: StudySpec, seed: int) -> dict[str, Any]:
+    """SetFit (:func:`benchmarks.setfit_arm.setfit_arm`) on the rows every method searched (``spec``'s), scored on
+    their dev split, at this seed."""
+    data, _ = bench.shared[spec.data.train or ""]
+    steps = setfit_arm.SIZES[bench.ctx.preset].max_steps
+    result = setfit_arm.setfit_arm(data.train, data.test, seed, model=bench.ctx.model, max_steps=steps,
+                                   max_length=bench.sizes.max_length)
+    print(f"  seed {seed} setfit: dev {result['dev_accuracy']:.4f} in {result['seconds']:.0f} s", flush=True)
+    return {**result, "seed": seed}
+
+
+def dev_side_by_side(runs: dict[str, list[dict[str, Any]]], setfit: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per seed, the dev accuracy of (a)'s best, (d)'s confirmed winner and SetFit: the three choices a user
+    with these few labels has, scored on the same dev rows."""
+    return [{"seed": s["seed"], "tuned_full": a["dev_accuracy"], "recommended": d["dev_accuracy"],
+             "setfit": s["dev_accuracy"]}
+            for a, d, s in zip(runs["tuned_full"], runs["recommended"], setfit, strict=True)]
+
+
+def setfit_target(runs: dict[str, list[dict[str, Any]]], setfit: list[dict[str, Any]]) -> dict[str, Any]:
+    d = [x["dev_accuracy"] for x in runs["recommended"]]
+    f = [x["dev_accuracy"] for x in setfit]
+    return check("(d) recommended - SetFit, dev accuracy (median over seeds)", float(np.median(d) - np.median(f)),
+                 0.0, at_most=False, detail=", ".join(f"{x:.4f} vs {y:.4f}" for x, y in zip(d, f, strict=True)))
 
 
 VERDICT_COLUMNS = ("seed", "search best CV", "confirmed CV", "winner's curse", "winner", "dev winner",
@@ -316,7 +354,6 @@ def targets(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
                     and c["dev_tested"] < c["dev_baseline"]]
     median_share = anytime.median(shares)
     dev_gap = float(np.median([x["dev_accuracy"] - y["dev_accuracy"] for x, y in zip(d, a, strict=True)]))
-    fixed, scaled = runs["random_fixed_lr"], runs["random"]
     return [
         check("(d) recommended - (a) tuned full fine-tune, dev accuracy (median over seeds)", dev_gap, 0.0,
               at_most=False, detail=", ".join(f"{x['dev_accuracy']:.4f} vs {y['dev_accuracy']:.4f}"
@@ -331,10 +368,6 @@ def targets(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
               float(len(wrong_better)), 0.0,
               detail=", ".join(f"seed {x['seed']}: {x['confirmation']['confirmed_verdict']} / dev "
                                f"{x['confirmation']['dev_verdict']}" for x in d)),
-        check("trials at the majority class with learning-rate scaling - without (random search, paired seeds)",
-              float(sum(x["majority_trials"] for x in scaled) - sum(x["majority_trials"] for x in fixed)), 0.0,
-              detail=f"with {sum(x['majority_trials'] for x in scaled)} of {sum(x['trials'] for x in scaled)}, "
-              f"without {sum(x['majority_trials'] for x in fixed)} of {sum(x['trials'] for x in fixed)}"),
     ]
 
 

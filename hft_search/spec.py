@@ -829,7 +829,11 @@ def check_against_layers(spec: StudySpec, num_layers: int, *, max_positions: int
             issues.append(SpecIssue(f"{_section(spec, name)}.{name}",
                                     f"{bounds[1]} exceeds the model's {limit} {what}"))
     frozen, reinit = knob_range(spec, "freeze.layers"), knob_range(spec, "training.reinit_layers")
-    if spec.enabled_groups()["freeze"] is True and frozen and reinit and frozen[0] + reinit[0] > num_layers:
+    # An exported spec pins what a trial ran: a sampled pair that overlapped re-initialised only the blocks above
+    # the frozen ones (``training.loop.reinit_count``), and its final fit must do the same, not be refused.
+    exported = spec.provenance is not None
+    if (spec.enabled_groups()["freeze"] is True and frozen and reinit and frozen[0] + reinit[0] > num_layers
+            and not exported):
         issues.append(SpecIssue(f"{_section(spec, 'training.reinit_layers')}.training.reinit_layers",
                                 f"{reinit[0]} re-initialised + {frozen[0]} frozen blocks exceed the model's "
                                 f"{num_layers} (frozen blocks are never re-initialised, so fewer would be); lower one "

@@ -89,6 +89,15 @@ def test_layers_checked_against_model() -> None:
     check_against_layers(spec, 12)
 
 
+def test_overlapping_reinit_and_freeze_refused_unless_exported() -> None:
+    # Written by a user, 6 frozen + 1 re-initialised blocks of a 6-block model contradict each other; exported
+    # from a trial that sampled them, they are what was scored (no block re-initialised) and must fit as they are.
+    raw = {**VALID, "search_space": {}, "fixed": {"freeze.layers": 6, "training.reinit_layers": 1}}
+    with pytest.raises(SpecError, match="fixed.training.reinit_layers: 1 re-initialised \\+ 6 frozen blocks"):
+        check_against_layers(spec_from_dict(raw), 6)
+    check_against_layers(spec_from_dict({**raw, "provenance": {"study": "s", "trial": 3}}), 6)
+
+
 def test_nsga2_needs_multi_objective_and_grid_needs_discrete() -> None:
     assert any(line.startswith("study.sampler: nsga2") for line in issues({**VALID, "study": {"sampler": "nsga2"}}))
     assert any("grid needs" in line for line in issues({**VALID, "study": {"sampler": "grid"}}))
