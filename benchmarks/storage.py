@@ -233,6 +233,8 @@ def minilm_trial(quick: bool, folder: Path, data: Path | None) -> dict[str, Any]
     from hft_search.spec import spec_from_dict
     from hft_search.study import default_cache
 
+    from benchmarks._common import study_without_extras
+
     raw = yaml.safe_load(QUICKSTART.read_text(encoding="utf-8"))
     if data is not None:  # another dataset: the demo test split's labels need not be its labels
         raw["data"].update(train=str(data.resolve()), test=None)
@@ -242,7 +244,8 @@ def minilm_trial(quick: bool, folder: Path, data: Path | None) -> dict[str, Any]
         raise SystemExit(f"{raw['data']['train']} is missing: pass --minilm-data FILE or --minilm-trial-s SECONDS")
     raw["name"] = "bench-minilm"
     raw["cache_dir"] = str(folder / "cache")
-    raw["study"].update(n_trials=1, storage=f"sqlite:///{folder}/minilm.db")
+    extras, _ = study_without_extras()  # one CV trial: no baseline sweep, portfolio or confirmation round
+    raw["study"].update(n_trials=1, storage=f"sqlite:///{folder}/minilm.db", **extras)
     if quick:
         raw["data"]["max_train_samples"] = 96
         raw["cv"]["folds"] = 2
