@@ -229,11 +229,10 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
 def minilm_trial(quick: bool, folder: Path, data: Path | None) -> dict[str, Any]:
     """Time one real CV trial on the packaged MiniLM (the quickstart spec, on ``data`` when given; smaller with
     ``--quick``), with the storage calls it makes metered as in the workers."""
+    from benchmarks._common import study_without_extras
     from hft_search.objective import CVObjective
     from hft_search.spec import spec_from_dict
     from hft_search.study import default_cache
-
-    from benchmarks._common import study_without_extras
 
     raw = yaml.safe_load(QUICKSTART.read_text(encoding="utf-8"))
     if data is not None:  # another dataset: the demo test split's labels need not be its labels

@@ -322,22 +322,34 @@ def _label_names(train_labels: list, where: str) -> tuple[str, ...]:
 
 def deduplicated(split: TextSplit, spec: DataSpec) -> TextSplit:
     """``split`` without exact copies of earlier rows (same text, pair and label) when ``data.deduplicate``;
-    otherwise as it is, with a warning that counts them. Copies land in different folds, so each is scored by
-    a model that trained on its twin: the CV estimate is inflated by memorisation, not generalisation."""
+    otherwise as it is. Copies land in different folds, so each is scored by a model that trained on its twin:
+    the CV estimate is inflated by memorisation, not generalisation. Dropping happens before
+    ``max_train_samples`` subsampling, so the subsample is drawn from distinct rows."""
+    if not spec.deduplicate:
+        return split
+    keep = _first_occurrences(split)
+    if len(keep) < len(split):
+        logger.info("data.deduplicate: dropped %d exact copies of earlier training rows", len(split) - len(keep))
+        return split.subset(keep)
+    return split
+
+
+def warn_of_copies(split: TextSplit) -> None:
+    """Warn, with their count, of exact copies among the training rows a study actually uses (after
+    ``max_train_samples``): a count over the whole file would overstate what reaches the folds."""
+    copies = len(split) - len(_first_occurrences(split))
+    if copies:
+        logger.warning("data.train: %d of the %d training rows used are exact copies of earlier rows (same text and "
+                       "label); copies land in different folds and inflate the CV score: set data.deduplicate: true "
+                       "to drop them", copies, len(split))
+
+
+def _first_occurrences(split: TextSplit) -> list[int]:
+    """Indices of the rows of ``split`` that are not exact copies (text, pair, label) of an earlier row."""
     pairs = split.pairs if split.pairs is not None else [None] * len(split)
     seen: set[tuple[str, str | None, int]] = set()
-    keep = [i for i, row in enumerate(zip(split.texts, pairs, split.labels.tolist(), strict=True))
+    return [i for i, row in enumerate(zip(split.texts, pairs, split.labels.tolist(), strict=True))
             if not (row in seen or seen.add(row))]
-    copies = len(split) - len(keep)
-    if not copies:
-        return split
-    if spec.deduplicate:
-        logger.info("data.deduplicate: dropped %d exact copies of earlier training rows", copies)
-        return split.subset(keep)
-    logger.warning("data.train: %d training row(s) are exact copies of earlier rows (same text and label); copies "
-                   "land in different folds and inflate the CV score: set data.deduplicate: true to drop them",
-                   copies)
-    return split
 
 
 def check_classes(labels: np.ndarray, names: Sequence[str], where: str, fix: str) -> None:
@@ -424,6 +436,8 @@ def load_data(spec: DataSpec, group_column: str | None = None) -> LabelledData:
         train = train.subset(stratified_subsample(train.labels, spec.max_train_samples, spec.seed))
         check_classes(train.labels, names, f"the {len(train)}-row subsample (data.max_train_samples)",
                       "raise data.max_train_samples, or drop the rare class's rows")
+    if not spec.deduplicate:
+        warn_of_copies(train)
     test = None
     if test_table is not None:
         t_texts, t_labels, t_pairs = _columns(test_table, spec, "the test data")

@@ -84,9 +84,23 @@ def test_10_exact_duplicate_rows_are_counted_or_dropped(tmp_path: Path, caplog: 
     with caplog.at_level(logging.WARNING, logger="hft_search.data"):
         kept = load_data(DataSpec(train=str(data)))
     assert len(kept.train) == 38
-    assert "8 training row(s) are exact copies of earlier rows" in caplog.text and "data.deduplicate" in caplog.text
+    assert "8 of the 38 training rows used are exact copies of earlier rows" in caplog.text
+    assert "data.deduplicate" in caplog.text
     dropped = load_data(DataSpec(train=str(data), deduplicate=True))
     assert len(dropped.train) == len(set(rows)) and dropped.fingerprint != kept.fingerprint
+
+
+def test_10_copies_are_counted_among_the_rows_max_train_samples_keeps(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    rows = make_sentences(40)
+    data = write_csv(tmp_path / "dups.csv", [*rows, *[rows[0]] * 40, *[rows[1]] * 40])
+    with caplog.at_level(logging.WARNING, logger="hft_search.data"):
+        used = load_data(DataSpec(train=str(data), max_train_samples=30)).train
+    copies = len(used) - len(set(zip(used.texts, used.labels.tolist(), strict=True)))
+    assert 0 < copies < 80  # the file holds 80 copies; only those among the 30 rows used reach the folds
+    assert f"{copies} of the 30 training rows used are exact copies" in caplog.text
+    deduplicated = load_data(DataSpec(train=str(data), max_train_samples=30, deduplicate=True)).train
+    assert len(set(zip(deduplicated.texts, deduplicated.labels.tolist(), strict=True))) == 30
 
 
 def test_10_deduplicate_keeps_the_search_hash_of_studies_created_before_it(tiny_spec_dict: dict) -> None:
