@@ -164,7 +164,7 @@ class CVObjective:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         config = trial_config(trial, self.spec)
-        earlier = None if self.spec.study.allow_repeats else repeated_trial(trial)
+        earlier = None if self.spec.study.allow_repeats else repeated_trial(trial, self.cv.pooling)
         if earlier is not None:
             return repeat_verdict(trial, earlier)
         results: list[FoldResult] = []
@@ -290,17 +290,20 @@ trial. Not the marks of how the earlier trial came about or ended (``baseline``,
 ``fail_reason``, ``failure_kind``, ``repeat_of``) nor its cost (``fold_epochs``: a repeat trains nothing)."""
 
 
-def repeated_trial(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
-    """The first COMPLETE trial of the study with ``trial``'s parameters, or None.
+def repeated_trial(trial: optuna.Trial, pooling: str) -> optuna.trial.FrozenTrial | None:
+    """The first COMPLETE trial of the study with ``trial``'s parameters whose head read ``pooling``, or None.
 
     Folds and seeds are the study's, so a configuration fine-tuned again would only give the same score at the
     price of k fine-tunes. Only a COMPLETE verdict is reused: a PRUNED one depended on the trials it was
     compared with at that moment (the pruner judges against the trials that had reached the same step), and a
     FAIL on the machine (out of memory, a lost device) or on a bug since fixed, so those configurations are
-    fitted again.
+    fitted again. So is a trial scored with another pooling, or before pooling was recorded: ``model.pooling`` is
+    not a searched parameter, and a study resumed after the packaged MiniLM's default moved from ``cls`` to
+    ``mean`` would otherwise reuse verdicts its classifier head no longer reproduces.
     """
     for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if other.number != trial.number and other.params == trial.params:
+        if (other.number != trial.number and other.params == trial.params
+                and other.user_attrs.get("pooling") == pooling):
             return other
     return None
 

@@ -158,25 +158,31 @@ def test_4_a_configuration_already_scored_is_not_fine_tuned_again(tiny_spec_dict
     assert len(firsts) == 2 and len(study.trials) == 5
 
 
-@pytest.mark.parametrize("state", [TrialState.FAIL, TrialState.PRUNED, TrialState.COMPLETE])
-def test_4_only_a_completed_configuration_is_reused(state: TrialState) -> None:
-    # A PRUNED verdict depended on the competitors of its moment, a FAIL on the machine: both are fitted again.
+@pytest.mark.parametrize(("state", "pooling"), [(TrialState.FAIL, "mean"), (TrialState.PRUNED, "mean"),
+                                               (TrialState.COMPLETE, "mean"), (TrialState.COMPLETE, "cls"),
+                                               (TrialState.COMPLETE, None)])
+def test_4_only_a_completed_configuration_with_the_same_pooling_is_reused(state: TrialState,
+                                                                          pooling: str | None) -> None:
+    # A PRUNED verdict depended on the competitors of its moment, a FAIL on the machine: both are fitted again;
+    # so is a verdict of a head that read another pooling (or of a trial from before pooling was recorded).
     study = optuna.create_study()
     earlier = study.ask({"x": optuna.distributions.IntDistribution(0, 3)})
     earlier.set_user_attr("fail_reason", "out of memory in fold 0")
+    if pooling is not None:
+        earlier.set_user_attr("pooling", pooling)
     study.tell(earlier, 0.5 if state == TrialState.COMPLETE else None, state=state)
     study.enqueue_trial(earlier.params)
 
     def objective(trial: optuna.Trial) -> float:
         trial.suggest_int("x", 0, 3)
-        found = repeated_trial(trial)
+        found = repeated_trial(trial, "mean")
         return 0.7 if found is None else repeat_verdict(trial, found)
 
     study.optimize(objective, n_trials=1)
     repeat = study.trials[-1]
     assert repeat.state == TrialState.COMPLETE
-    if state == TrialState.COMPLETE:
-        assert repeat.value == 0.5 and repeat.user_attrs == {"repeat_of": 0, "fold_epochs": 0}
+    if state == TrialState.COMPLETE and pooling == "mean":
+        assert repeat.value == 0.5 and repeat.user_attrs == {"repeat_of": 0, "fold_epochs": 0, "pooling": "mean"}
     else:
         assert repeat.value == 0.7 and repeat.user_attrs == {}
 
