@@ -12,8 +12,8 @@ over folds; see :mod:`benchmarks._anytime`), on the same folds and training seed
 
 The hybrid space holds issue 20's methods next to the earlier ones: layer-wise learning-rate decay, re-initialised
 top blocks, LoRA variants (DoRA) and LoRA+. (c), TPE without pruning, and the fixed-rate random search of issue 13
-are no longer run: their questions were answered (``benchmarks/results/search_quality.json``'s history and the
-README), and their hour is better spent on a larger budget for the methods users choose between.
+are no longer run: their questions were answered (``benchmarks/results/search_quality.json``'s history and
+docs/performance.md), and their hour is better spent on a larger budget for the methods users choose between.
 
 Next to (a) and (d), per seed: **SetFit** (:mod:`benchmarks.setfit_arm`), what users pick instead when labels are
 few, trained on the very rows of the search and scored on the same dev split.
@@ -326,7 +326,7 @@ def verdict_rows(seeds: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def verdict_table(seeds: list[dict[str, Any]]) -> str:
-    """:func:`verdict_rows` as a Markdown table (printed, stored in the JSON, pasted into the README)."""
+    """:func:`verdict_rows` as a Markdown table (printed, stored in the JSON, pasted into docs/performance.md)."""
     lines = ["| " + " | ".join(VERDICT_COLUMNS) + " |", "|" + "---|" * len(VERDICT_COLUMNS)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in verdict_rows(seeds)])
 
