@@ -5,8 +5,9 @@ JavaScript (:data:`RENDER_JS`) that the live dashboard shares, so the report and
 thing. Nothing is loaded from the network.
 
 User-supplied strings (the study name, parameter values, user attributes) never become markup here: the page's
-own text is escaped with :func:`html.escape`, the JSON is escaped so that no ``</script>`` can end its element
-(:func:`script_json`), the scripts set text with ``textContent`` only, and a Content-Security-Policy allows no
+own text is escaped with :func:`~hft_search.reports._escape.html_text`, the JSON is escaped so that no
+``</script>`` can end its element (:func:`~hft_search.reports._escape.script_json`; both in the one module where
+reports escape), the scripts set text with ``textContent`` only, and a Content-Security-Policy allows no
 script element but the page's own two (by hash), so even a mistake elsewhere could not run an injected one.
 """
 
@@ -15,8 +16,6 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import html
-import json
 import os
 import re
 from pathlib import Path
@@ -24,10 +23,10 @@ from typing import Any
 
 import optuna
 import plotly.offline
-from plotly.utils import PlotlyJSONEncoder
 
 from hft_search.files import check_output, check_output_folder, write_text_atomic
 from hft_search.inputs import storage_inputs
+from hft_search.reports._escape import html_text, script_json
 from hft_search.reports.figures import Figure, report_figures
 from hft_search.reports.studies import revision
 from hft_search.storage import load_named_study, make_storage, mask_url
@@ -91,15 +90,6 @@ nav a[aria-current] { font-weight: bold; }
 """
 
 
-def script_json(value: Any) -> str:
-    """JSON that is safe inside a ``<script>`` element: ``<``, ``>`` and ``&`` written as ``\\u`` escapes.
-
-    NaN and infinity become ``null`` (Plotly's encoder), since ``JSON.parse`` rejects them.
-    """
-    body = json.dumps(value, cls=PlotlyJSONEncoder, separators=(",", ":"))
-    return body.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
 def study_payload(study: optuna.Study) -> dict[str, Any]:
     """What a page draws for one study: its name, trial count, revision and every figure as Plotly JSON."""
     trials = study.get_trials(deepcopy=False)
@@ -146,12 +136,12 @@ def render_report(study: optuna.Study, storage_label: str) -> str:
         "style-src 'unsafe-inline'; "
         "img-src data: blob:; font-src data:"
     )
-    name = html.escape(study.study_name)
+    name = html_text(study.study_name)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{html.escape(policy)}">
+<meta http-equiv="Content-Security-Policy" content="{html_text(policy)}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,">
 <title>{name} · hft-search report</title>
@@ -159,7 +149,7 @@ def render_report(study: optuna.Study, storage_label: str) -> str:
 <script>{library}</script>
 </head>
 <body>
-<header><h1 id="title">{name}</h1><p id="summary">{html.escape(_summary(study, storage_label))}</p></header>
+<header><h1 id="title">{name}</h1><p id="summary">{html_text(_summary(study, storage_label))}</p></header>
 <main id="figures"></main>
 <script type="application/json" id="payload">{script_json(study_payload(study))}</script>
 <script>{code}</script>

@@ -23,7 +23,6 @@ Optuna's own richer views; give it the journal file's path without the ``journal
 from __future__ import annotations
 
 import errno
-import html
 import logging
 import socket
 from http import HTTPStatus
@@ -34,7 +33,8 @@ from urllib.parse import parse_qs, urlsplit
 from optuna.storages import BaseStorage
 
 from hft_search.exceptions import DashboardError, StorageError
-from hft_search.reports.html import EVAL_FOR_WEBGL, RENDER_JS, STYLE, plotly_js, script_json, study_payload
+from hft_search.reports._escape import html_text, script_json
+from hft_search.reports.html import EVAL_FOR_WEBGL, RENDER_JS, STYLE, plotly_js, study_payload
 from hft_search.reports.studies import summarize
 from hft_search.storage import load_named_study, make_storage, mask_url
 
@@ -121,7 +121,7 @@ def dashboard_page(storage_label: str, refresh_s: float) -> str:
 <script src="plotly.min.js"></script>
 </head>
 <body data-refresh-ms="{int(refresh_s * 1000)}">
-<header><h1 id="title">hft-search dashboard</h1><p>storage {html.escape(storage_label)}</p></header>
+<header><h1 id="title">hft-search dashboard</h1><p>storage {html_text(storage_label)}</p></header>
 <nav><ul id="studies"></ul></nav>
 <p id="status">Loading…</p>
 <main id="figures"></main>
