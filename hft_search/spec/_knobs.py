@@ -18,7 +18,7 @@ from hft_search.spec._space import Distribution, parse_distribution
 
 
 def pydantic_issues(error: ValidationError, prefix: tuple[Any, ...] = ()) -> list[SpecIssue]:
-    """Pydantic's errors as spec issues: a dotted field path (under ``prefix``) and a message that says the fix."""
+    """Pydantic's errors as spec issues, each under its dotted field path (below ``prefix``)."""
     issues = []
     for item in error.errors():
         loc = [str(part) for part in (*prefix, *item["loc"]) if part not in ("function-after[_check()]",)]
