@@ -8,7 +8,15 @@ import pytest
 import yaml
 
 from hft_search.exceptions import SpecError
-from hft_search.spec import HybridConfig, check_against_layers, knob_names, load_spec, spec_from_dict
+from hft_search.spec import (
+    GROUPS,
+    SWITCHABLE_GROUPS,
+    HybridConfig,
+    check_against_layers,
+    knob_names,
+    load_spec,
+    spec_from_dict,
+)
 
 VALID = {
     "name": "demo",
@@ -120,6 +128,14 @@ def test_hybrid_config_flat_round_trip() -> None:
     config = HybridConfig.from_flat({"freeze.layers": 2, "distill.enabled": True, "lora.targets": ["query"]})
     assert HybridConfig.from_flat(config.flat()) == config
     assert set(config.flat()) == set(knob_names())
+
+
+def test_groups_registry_is_what_the_spec_reads() -> None:
+    """A knob group is registered once, in GROUPS: the configuration's fields, the switchable groups and the
+    valid knob names all follow it, in its order."""
+    assert list(HybridConfig.model_fields) == list(GROUPS)
+    assert SWITCHABLE_GROUPS == tuple(group for group, model in GROUPS.items() if "enabled" in model.model_fields)
+    assert knob_names() == [f"{group}.{knob}" for group, model in GROUPS.items() for knob in model.model_fields]
 
 
 def test_relative_sqlite_storage_resolves_against_spec(tmp_path: Path) -> None:
