@@ -16,6 +16,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from hft_search._optuna_compat import experimental
 from hft_search.exceptions import StorageError
 from hft_search.inputs import check_storage_target
 from hft_search.pruning import ReportSchedule, guarded_pruner
@@ -34,7 +35,6 @@ from hft_search.workers import (
     Objective,
     StopRequested,
     counted_trials,
-    experimental,
     optimize,
     worker_seed,
 )

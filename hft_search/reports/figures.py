@@ -28,6 +28,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from hft_search._optuna_compat import IN_MEMORY_STORAGE_LOGGER
 from hft_search.baseline import lift_label, lift_of, lift_warning, reference_baseline
 from hft_search.confirm import stored_confirmation, verdict_text
 from hft_search.reports.studies import metric_name, ranked_trials, score
@@ -190,7 +191,7 @@ def display_copy(study: optuna.Study) -> optuna.Study:
 
     All trials are copied in order, so trial numbers stay the same as in the stored study.
     """
-    in_memory_log = logging.getLogger("optuna.storages._in_memory")
+    in_memory_log = logging.getLogger(IN_MEMORY_STORAGE_LOGGER)
     if not any(isinstance(existing, _HideDisplayCopies) for existing in in_memory_log.filters):
         in_memory_log.addFilter(_HideDisplayCopies())
     copy = optuna.create_study(directions=study.directions, study_name=DISPLAY_COPY_PREFIX + study.study_name)
