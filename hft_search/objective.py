@@ -43,7 +43,16 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from hft_search.baseline import BASELINE_ATTR, baseline_config, baseline_params
+from hft_search.attrs import (
+    BASELINE_ATTR,
+    FAIL_REASON_ATTR,
+    FAILURE_KIND_ATTR,
+    FOLD_EPOCHS_ATTR,
+    REPEAT_OF_ATTR,
+    TORCH_THREADS_ATTR,
+    TRIAL_SCORE_ATTRS,
+)
+from hft_search.baseline import baseline_config, baseline_params
 from hft_search.caching import Cache
 from hft_search.cv import CrossValidator, FoldResult, package_versions, release_memory, teacher_setting
 from hft_search.data import LabelledData
@@ -52,13 +61,9 @@ from hft_search.models import BaseModel
 from hft_search.pruning import ReportSchedule
 from hft_search.spec import SWITCHABLE_GROUPS, CategoricalDist, FloatDist, HybridConfig, IntDist, StudySpec
 from hft_search.training import EpochCallback
-from hft_search.workers import FAILURE_KIND_ATTR
 
 logger = logging.getLogger(__name__)
 
-TORCH_THREADS_ATTR = "torch_threads"
-"""Trial user attribute: torch's intra-op thread count in the process that scored the trial. On the CPU the
-order of a matmul's sums follows it, so ``hft-search verify`` sets it before it re-runs the folds."""
 
 
 def suggest_value(trial: optuna.Trial, name: str, dist: FloatDist | IntDist | CategoricalDist) -> Any:
@@ -191,7 +196,7 @@ class CVObjective:
             raise TrialFailure(f"{type(error).__name__}: {error}") from error
         finally:
             self._record(trial, config, results)
-            trial.set_user_attr("fold_epochs", spent[0])
+            trial.set_user_attr(FOLD_EPOCHS_ATTR, spent[0])
             release_memory()
         mean = float(np.mean([r.score for r in results]))
         if self.spec.study.objectives == "score+trainable_fraction":
@@ -278,12 +283,7 @@ def error_text(error: BaseException) -> str:
     return f"{text[:half]} ... {text[-half:]}"
 
 
-VERDICT_ATTRS = frozenset({
-    "metric", "fold_scores", "fold_best_epochs", "fold_epochs_run", "fold_times_s", "seeds", "config",
-    "score_mean", "score_std", "trainable_params", "total_params", "trainable_fraction", "student_params",
-    "importance_cut", "peak_memory_mb", "learning_rate_effective", "teacher", "teacher_scores", "device",
-    "versions", "data_fingerprint", "pooling", TORCH_THREADS_ATTR, "fold_sizes", "cv_repeats",
-})
+VERDICT_ATTRS = TRIAL_SCORE_ATTRS
 """The attributes of a COMPLETE trial that a repeat of its configuration copies: what the configuration scored
 and how (``docs/user_attrs.md``), everything ``status``, reports, ``export`` and ``verify`` read from a complete
 trial. Not the marks of how the earlier trial came about or ended (``baseline``, ``enqueued``, ``surplus``,
@@ -317,8 +317,8 @@ def repeat_verdict(trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> fl
                 "(set study.allow_repeats to fine-tune repeats)", trial.number, earlier.number)
     for key in sorted(VERDICT_ATTRS & earlier.user_attrs.keys()):
         trial.set_user_attr(key, earlier.user_attrs[key])
-    trial.set_user_attr("repeat_of", earlier.number)
-    trial.set_user_attr("fold_epochs", 0)
+    trial.set_user_attr(REPEAT_OF_ATTR, earlier.number)
+    trial.set_user_attr(FOLD_EPOCHS_ATTR, 0)
     return tuple(earlier.values) if len(earlier.values) > 1 else earlier.values[0]
 
 
@@ -326,6 +326,6 @@ def _fail(trial: optuna.Trial, reason: str, kind: str | None = None) -> None:
     """Record why a trial stops; ``kind`` ("oom" or "exception") for a FAIL trial, read by the worker loop's
     fail-fast rule (``study.max_consecutive_failures``: out-of-memory does not count towards it)."""
     logger.warning("trial %d: %s", trial.number, reason)
-    trial.set_user_attr("fail_reason", reason)
+    trial.set_user_attr(FAIL_REASON_ATTR, reason)
     if kind is not None:
         trial.set_user_attr(FAILURE_KIND_ATTR, kind)

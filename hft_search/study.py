@@ -17,6 +17,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from hft_search._optuna_compat import experimental
+from hft_search.attrs import SPEC_ATTR, SPEC_HASH_ATTR
 from hft_search.exceptions import StorageError
 from hft_search.inputs import check_storage_target
 from hft_search.pruning import ReportSchedule, guarded_pruner
@@ -123,7 +124,7 @@ def _open_study_in(spec: StudySpec, backend: BaseStorage, url: str, name: str,
             raise
     else:
         wait_until_seeded(study)
-        if study.user_attrs.get("spec_hash") is None:  # a study created by plain Optuna or an older hft-search
+        if study.user_attrs.get(SPEC_HASH_ATTR) is None:  # a study created by plain Optuna or an older hft-search
             _store_spec(study, spec)
     check_resumable(study, spec, url)
     if not created:
@@ -134,8 +135,8 @@ def _open_study_in(spec: StudySpec, backend: BaseStorage, url: str, name: str,
 
 
 def _store_spec(study: optuna.Study, spec: StudySpec) -> None:
-    study.set_user_attr("spec", spec.model_dump(mode="json"))  # passwords masked by their type
-    study.set_user_attr("spec_hash", spec.search_hash())
+    study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))  # passwords masked by their type
+    study.set_user_attr(SPEC_HASH_ATTR, spec.search_hash())
     study.set_user_attr("metric", spec.cv.metric)
     study.set_user_attr("objectives", spec.study.objectives)
 
@@ -154,7 +155,7 @@ def check_resumable(study: optuna.Study, spec: StudySpec, url: str) -> None:
     stored_objectives = study.user_attrs.get("objectives")
     if stored_objectives is not None and stored_objectives != spec.study.objectives:
         differences.append(f"objectives {stored_objectives!r} (spec: {spec.study.objectives!r})")
-    if study.user_attrs.get("spec_hash") != spec.search_hash():
+    if study.user_attrs.get(SPEC_HASH_ATTR) != spec.search_hash():
         differences.append("data, model, cv, search space or fixed knobs")
     if differences:
         raise StorageError(

@@ -95,7 +95,8 @@ from hft_search._optuna_compat import (
     retry_callback,
     retry_history,
 )
-from hft_search.baseline import BASELINE_ATTR, is_baseline
+from hft_search.attrs import BASELINE_ATTR, FAIL_REASON_ATTR, FAILURE_KIND_ATTR, SURPLUS_ATTR
+from hft_search.baseline import is_baseline
 from hft_search.exceptions import ConsecutiveFailures, StorageError, TrialFailure
 from hft_search.storage import error_summary, mask_url
 
@@ -110,12 +111,6 @@ Objective = Callable[[optuna.Trial], Any]
 
 StopRequested = Callable[[], bool]
 
-
-SURPLUS_ATTR = "surplus"
-"""Trial user attribute (``True``) of a trial that started after ``n_trials`` places were taken."""
-
-FAILURE_KIND_ATTR = "failure_kind"
-"""Trial user attribute of a FAIL trial with a verdict: ``"exception"`` (counts towards fail-fast) or ``"oom"``."""
 
 
 MAX_POLL_S = 10.0
@@ -319,7 +314,7 @@ class _Worker:
         trial = _trial(self.study, number)
         kind = trial.user_attrs.get(FAILURE_KIND_ATTR)
         if trial.state == TrialState.FAIL and kind == "exception":
-            self.failures_in_a_row.append(f"trial {number}: {trial.user_attrs.get('fail_reason', '?')}")
+            self.failures_in_a_row.append(f"trial {number}: {trial.user_attrs.get(FAIL_REASON_ATTR, '?')}")
         elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
             self.failures_in_a_row = []
         if len(self.failures_in_a_row) >= self.max_consecutive_failures:
@@ -630,5 +625,5 @@ def no_result(study: optuna.Study) -> str | None:
         return None
     first = failed[0]
     return (f"study {study.study_name!r} has no completed trial: {len(failed)} of {len(trials)} failed (trial "
-            f"{first.number}: {first.user_attrs.get('fail_reason', 'no reason recorded')}); fix the cause (run "
+            f"{first.number}: {first.user_attrs.get(FAIL_REASON_ATTR, 'no reason recorded')}); fix the cause (run "
             "with --verbose for the traceback) and run again")

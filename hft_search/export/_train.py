@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
+from hft_search.attrs import FINAL_MODEL_ATTR
 from hft_search.cv import (
     CrossValidator,
     TeacherOutputs,
@@ -357,7 +358,7 @@ def record_final_model(spec: StudySpec, path: Path, metadata: dict[str, Any], st
     value = {"path": str(Path(path).resolve()), "metrics": {k: metadata["metrics"][k] for k in keys},
              "quantized": metadata["quantized"]}
     try:
-        load_study(provenance["study"], url).set_user_attr("final_model", value)
+        load_study(provenance["study"], url).set_user_attr(FINAL_MODEL_ATTR, value)
     except Exception as error:  # noqa: BLE001 - any storage problem must not fail a finished training
         logger.warning("could not record the final model in study %r at %s: %s", provenance["study"],
                        mask_url(url), str(error).splitlines()[0][:300])
