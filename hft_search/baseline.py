@@ -82,7 +82,9 @@ def sweep_values(dist: Distribution, n: int) -> list[Any]:
 
 
 def midpoint(dist: Distribution) -> Any:
-    """The middle of a searched range (geometric on a log scale); the middle choice of a categorical."""
+    """The middle of a searched range (geometric on a log scale); for a categorical, the choice at index
+    ``len(choices) // 2``: the middle one of an odd number of choices, the later of the two middle ones of an
+    even number (so the second of two)."""
     return sweep_values(dist, 1)[0]
 
 

@@ -56,7 +56,7 @@ from hft_search.baseline import baseline_config, baseline_params
 from hft_search.caching import Cache
 from hft_search.cv import CrossValidator, FoldResult, package_versions, release_memory, teacher_setting
 from hft_search.data import LabelledData
-from hft_search.exceptions import DeviceMemoryError, TrialFailure
+from hft_search.exceptions import DeviceMemoryError, TrainingDiverged, TrialFailure
 from hft_search.models import BaseModel
 from hft_search.pruning import ReportSchedule
 from hft_search.spec import SWITCHABLE_GROUPS, CategoricalDist, FloatDist, HybridConfig, IntDist, StudySpec
@@ -151,14 +151,6 @@ class CVObjective:
         self.multi_objective = spec.study.objectives != "score"
         self.schedule = ReportSchedule.for_spec(spec)
 
-    @property
-    def data(self) -> LabelledData:
-        return self.cv.data
-
-    @property
-    def folds(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        return self.cv.folds
-
     def _record(self, trial: optuna.Trial, config: HybridConfig, results: list[FoldResult]) -> None:
         attrs = trial_attributes(self.spec, config, results)
         attrs.update(device=str(self.cv.device), versions=self.versions, data_fingerprint=self.cv.data.fingerprint)
@@ -181,9 +173,9 @@ class CVObjective:
                 results.append(result)
                 release_memory()
                 if math.isnan(result.score):
-                    raise TrialFailure(f"fold {fold} produced a NaN score")
+                    raise TrainingDiverged(f"fold {fold} produced a NaN score")
                 self._fold_reports(trial, fold, result, results)
-        except TrialFailure as failure:
+        except TrainingDiverged as failure:
             _fail(trial, f"{failure.reason} (fold {len(results)})")
             raise optuna.TrialPruned(failure.reason) from None
         except (torch.OutOfMemoryError, DeviceMemoryError) as error:
@@ -214,13 +206,12 @@ class CVObjective:
         the value is the running CV estimate there: the mean of the finished folds' scores and the current
         fold's best score so far (see :mod:`hft_search.pruning`).
         """
-        best = -math.inf if self.spec.study.direction == "maximize" else math.inf
-        pick = max if self.spec.study.direction == "maximize" else min
+        best = -math.inf  # every metric is better when higher (the spec refuses direction: minimize)
 
         def report(epoch: int, score: float) -> None:
             nonlocal best
             spent[0] += 1
-            best = pick(best, score)
+            best = max(best, score)
             if self.multi_objective or not self.schedule.per_epoch or not math.isfinite(best):
                 return
             self._report(trial, self.schedule.step(fold, epoch), float(np.mean([r.score for r in done] + [best])),

@@ -562,7 +562,7 @@ def best_configuration(study: optuna.Study) -> Figure:
     return _table(f"{title}: trial #{best.number}", ["", "value"], [names, values], [1, 3])
 
 
-def trials_table(study: optuna.Study) -> Figure:
+def trials_figure(study: optuna.Study) -> Figure:
     """Every trial with its state, score, lift over the baseline, trainable %, duration, parameters and, for
     failures, the reason."""
     trials = study.get_trials(deepcopy=False)
@@ -684,9 +684,12 @@ FIGURES: dict[str, Callable[[optuna.Study], Figure]] = {
     "contour-distill": distillation_contour,
     "pareto": pareto_front,
     "folds": fold_spread,
-    "trials": trials_table,
+    "trials": trials_figure,
 }
 """Every study figure, in page order, by the id of its container on the page."""
+
+trials_table = trials_figure
+"""The name :func:`trials_figure` had before: :func:`hft_search.summary.trials_table` is the plain-text table."""
 
 FINAL_MODEL_FIGURES: dict[str, Callable[[optuna.Study], Figure]] = {
     "final-report": classification_report,
