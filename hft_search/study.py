@@ -232,7 +232,7 @@ def run_study(spec: StudySpec, *, n_trials: int | None = None, storage: str | No
         from hft_search.objective import CVObjective
 
         cv = CVObjective(spec, cache=default_cache(spec, url), progress=progress)
-        objective, fingerprint = cv, cv.data.fingerprint
+        objective, fingerprint = cv, cv.cv.data.fingerprint
     if backend is None:
         backend = _storage_for(spec, url)
     study = _open_study_in(spec, backend, url, study_name or spec.name, sampler_seed)
@@ -245,7 +245,7 @@ def run_study(spec: StudySpec, *, n_trials: int | None = None, storage: str | No
     if cv is not None and spec.study.confirm and not stopped and _searched_trials_done(study):
         from hft_search.confirm import confirm_study
 
-        confirm_study(study, spec, cache=cv.cv.cache, data=cv.data, base=cv.cv.base)
+        confirm_study(study, spec, cache=cv.cv.cache, data=cv.cv.data, base=cv.cv.base)
     return study
 
 
