@@ -176,7 +176,7 @@ class Bench:
             optimize(study, objective, counted_trials(study) + 1, max_retries=0)
             spent = sum(anytime.fold_epochs(t, self.sizes.epochs) for t in study.get_trials(deepcopy=False)
                         if has_verdict(t))
-        labels = objective.data.train.labels
+        labels = objective.cv.data.train.labels
         points = anytime.curve(study, origin, self.sizes.epochs)
         return {"study": study, "wall_s": time.perf_counter() - start, "fold_epochs": spent,
                 "best_cv": points[-1]["best_so_far"], "trials": len(points),

@@ -51,7 +51,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import optuna  # noqa: E402 - after the offline switch
 import yaml  # noqa: E402
-from optuna.storages import BaseStorage, JournalStorage, _CachedStorage  # noqa: E402
+from optuna.storages import BaseStorage, JournalStorage  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +62,7 @@ for them (64 of them on 2 cores would spend minutes and gigabytes importing what
 sys.path.insert(0, str(ROOT / "tests"))
 from cheap_worker import CheapObjective, cheap_spec  # noqa: E402
 
+from hft_search._optuna_compat import STALE_TRIAL_IDS_METHOD, CachedStorage  # noqa: E402
 from hft_search.storage import delete_study_if_exists, make_storage  # noqa: E402
 from hft_search.study import open_study  # noqa: E402
 from hft_search.workers import counts, optimize  # noqa: E402
@@ -75,7 +76,7 @@ HEARTBEAT_S = 60
 OPERATIONS = sorted(
     name for name, value in vars(BaseStorage).items()
     if callable(value) and not name.startswith("_") and name != "remove_session"
-) + ["record_heartbeat", "_get_stale_trial_ids"]
+) + ["record_heartbeat", STALE_TRIAL_IDS_METHOD]
 """Storage API calls that reach the database or the journal file."""
 
 BACKGROUND = " (heartbeat thread)"
@@ -136,7 +137,7 @@ def worker_main(argv: Sequence[str]) -> int:
     spec = cheap_spec(name, url, int(n_trials), heartbeat=HEARTBEAT_S)
     study = open_study(spec)
     meter = StorageMeter()
-    meter.install(_CachedStorage, JournalStorage)
+    meter.install(CachedStorage, JournalStorage)
     print("ready", flush=True)
     while not os.path.exists(go):
         time.sleep(0.005)
@@ -253,7 +254,7 @@ def minilm_trial(quick: bool, folder: Path, data: Path | None) -> dict[str, Any]
     objective = CVObjective(spec, cache=default_cache(spec, spec.study.storage))
     study = open_study(spec)
     meter = StorageMeter()
-    meter.install(_CachedStorage)
+    meter.install(CachedStorage)
     (trial,) = optimize(study, objective, 1).get_trials()
     seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
     in_trial = sum(s for key, s in meter.seconds.items() if not key.endswith(BACKGROUND))

@@ -94,7 +94,7 @@ def measure(ctx: Context, sizes: Sizes, folder: Path, device: torch.device, rows
     contenders: dict[str, Callable[[], tuple[float, float]]] = {
         "hft_search": ours, "bare": lambda: bare_trial(objective, training, device), "trainer": trainer}
     # One bare fold first: kernel selection and the allocator's pools are not charged to whoever runs first.
-    first_train, first_valid = objective.folds[0]
+    first_train, first_valid = objective.cv.folds[0]
     bare_fine_tune(objective.cv.base, objective.cv.tokens.subset(first_train), objective.cv.tokens.subset(first_valid),
                    training, device)
     seconds: dict[str, list[float]] = {name: [] for name in contenders}
@@ -123,7 +123,7 @@ def bare_trial(objective: CVObjective, training: TrainingConfig, device: torch.d
     start = time.perf_counter()
     scores = [bare_fine_tune(objective.cv.base, objective.cv.tokens.subset(train), objective.cv.tokens.subset(valid),
                              training, device, seed=fold)
-              for fold, (train, valid) in enumerate(objective.folds)]
+              for fold, (train, valid) in enumerate(objective.cv.folds)]
     return time.perf_counter() - start, float(np.mean(scores))
 
 
@@ -178,7 +178,7 @@ class TrainerTrial:
         with tempfile.TemporaryDirectory(dir=self.folder) as scratch:
             start = time.perf_counter()
             scores = [self.fold(fold, train, valid, Path(scratch) / f"fold{fold}")
-                      for fold, (train, valid) in enumerate(self.objective.folds)]
+                      for fold, (train, valid) in enumerate(self.objective.cv.folds)]
             seconds = time.perf_counter() - start
         return seconds, float(np.mean(scores))
 

@@ -31,14 +31,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hft_search.attrs import BASELINE_ATTR
+from hft_search.attrs import LIFT_ATTR as LIFT_ATTR  # re-exported: its home before hft_search.attrs
 from hft_search.comparison import SIGNIFICANCE, Lift, compute_lift, size_ratio
 from hft_search.spec import SWITCHABLE_GROUPS, CategoricalDist, Distribution, FloatDist, HybridConfig, StudySpec
 
-BASELINE_ATTR = "baseline"
-"""Trial user attribute (``True``) of every trial of the baseline sweep."""
-LIFT_ATTR = "lift"
-"""Trial user attribute where hft-search before the tuned baseline stored a lift at trial end; no longer
-read (a lift is computed on read), and left alone in old studies."""
 LEARNING_RATE = "training.learning_rate"
 
 OFF_VALUES: dict[str, Any] = {
@@ -85,7 +82,9 @@ def sweep_values(dist: Distribution, n: int) -> list[Any]:
 
 
 def midpoint(dist: Distribution) -> Any:
-    """The middle of a searched range (geometric on a log scale); the middle choice of a categorical."""
+    """The middle of a searched range (geometric on a log scale); for a categorical, the choice at index
+    ``len(choices) // 2``: the middle one of an odd number of choices, the later of the two middle ones of an
+    even number (so the second of two)."""
     return sweep_values(dist, 1)[0]
 
 

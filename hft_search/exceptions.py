@@ -51,11 +51,18 @@ class StorageError(HFTSearchError, RuntimeError):
 
 
 class TrialFailure(HFTSearchError, RuntimeError):
-    """A fine-tune cannot go on (NaN loss, out of memory); the objective records ``reason`` on the trial."""
+    """A trial ends FAIL with a verdict: the objective recorded ``reason`` on it (out of memory, an exception in
+    a fold), and the worker loop goes on to the next trial."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class TrainingDiverged(TrialFailure):
+    """A fine-tune diverged (a non-finite loss, a NaN fold score): the objective ends the trial PRUNED, not FAIL,
+    since the configuration was tried and judged bad, like a pruned one. A :class:`TrialFailure`, so that code
+    catching those (and ``fine_tune``'s callers) sees it too."""
 
 
 class ClusterError(HFTSearchError, RuntimeError):

@@ -41,6 +41,7 @@ from hft_search.inputs import check_storage_target
 from hft_search.spec import StudySpec
 from hft_search.storage import install_log_masking, mask_url, resolve_storage_url
 from hft_search.study import load_study, open_study, run_study, target_trials
+from hft_search.urls import absolute_file_url as absolute_file_url  # its home before hft_search.urls
 from hft_search.workers import AbortTrial, Objective, counted_trials, worker_seed
 
 logger = logging.getLogger(__name__)
@@ -111,18 +112,6 @@ def import_ray() -> ModuleType:
 
 def _file_backed(url: str) -> bool:
     return url.partition(":")[0].lower() in ("sqlite", "journal")
-
-
-def absolute_file_url(url: str) -> str:
-    """An SQLite or journal URL with an absolute path: Ray workers need not share the launcher's directory."""
-    scheme = url.partition(":")[0].lower()
-    if scheme == "sqlite" and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        path = url.removeprefix("sqlite:///")
-        return url if path in ("", ":memory:") else f"sqlite:///{Path(path).resolve()}"
-    if scheme == "journal":
-        rest = url.partition(":")[2]
-        return url if rest.startswith("//") else f"journal:{Path(rest).expanduser().resolve()}"
-    return url
 
 
 def _alive_nodes(ray: ModuleType) -> list[dict[str, Any]]:

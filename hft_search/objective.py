@@ -43,22 +43,27 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from hft_search.baseline import BASELINE_ATTR, baseline_config, baseline_params
+from hft_search.attrs import (
+    BASELINE_ATTR,
+    FAIL_REASON_ATTR,
+    FAILURE_KIND_ATTR,
+    FOLD_EPOCHS_ATTR,
+    REPEAT_OF_ATTR,
+    TORCH_THREADS_ATTR,
+    TRIAL_SCORE_ATTRS,
+)
+from hft_search.baseline import baseline_config, baseline_params
 from hft_search.caching import Cache
 from hft_search.cv import CrossValidator, FoldResult, package_versions, release_memory, teacher_setting
 from hft_search.data import LabelledData
-from hft_search.exceptions import DeviceMemoryError, TrialFailure
+from hft_search.exceptions import DeviceMemoryError, TrainingDiverged, TrialFailure
 from hft_search.models import BaseModel
 from hft_search.pruning import ReportSchedule
 from hft_search.spec import SWITCHABLE_GROUPS, CategoricalDist, FloatDist, HybridConfig, IntDist, StudySpec
 from hft_search.training import EpochCallback
-from hft_search.workers import FAILURE_KIND_ATTR
 
 logger = logging.getLogger(__name__)
 
-TORCH_THREADS_ATTR = "torch_threads"
-"""Trial user attribute: torch's intra-op thread count in the process that scored the trial. On the CPU the
-order of a matmul's sums follows it, so ``hft-search verify`` sets it before it re-runs the folds."""
 
 
 def suggest_value(trial: optuna.Trial, name: str, dist: FloatDist | IntDist | CategoricalDist) -> Any:
@@ -146,14 +151,6 @@ class CVObjective:
         self.multi_objective = spec.study.objectives != "score"
         self.schedule = ReportSchedule.for_spec(spec)
 
-    @property
-    def data(self) -> LabelledData:
-        return self.cv.data
-
-    @property
-    def folds(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        return self.cv.folds
-
     def _record(self, trial: optuna.Trial, config: HybridConfig, results: list[FoldResult]) -> None:
         attrs = trial_attributes(self.spec, config, results)
         attrs.update(device=str(self.cv.device), versions=self.versions, data_fingerprint=self.cv.data.fingerprint)
@@ -176,9 +173,9 @@ class CVObjective:
                 results.append(result)
                 release_memory()
                 if math.isnan(result.score):
-                    raise TrialFailure(f"fold {fold} produced a NaN score")
+                    raise TrainingDiverged(f"fold {fold} produced a NaN score")
                 self._fold_reports(trial, fold, result, results)
-        except TrialFailure as failure:
+        except TrainingDiverged as failure:
             _fail(trial, f"{failure.reason} (fold {len(results)})")
             raise optuna.TrialPruned(failure.reason) from None
         except (torch.OutOfMemoryError, DeviceMemoryError) as error:
@@ -191,7 +188,7 @@ class CVObjective:
             raise TrialFailure(f"{type(error).__name__}: {error}") from error
         finally:
             self._record(trial, config, results)
-            trial.set_user_attr("fold_epochs", spent[0])
+            trial.set_user_attr(FOLD_EPOCHS_ATTR, spent[0])
             release_memory()
         mean = float(np.mean([r.score for r in results]))
         if self.spec.study.objectives == "score+trainable_fraction":
@@ -209,13 +206,12 @@ class CVObjective:
         the value is the running CV estimate there: the mean of the finished folds' scores and the current
         fold's best score so far (see :mod:`hft_search.pruning`).
         """
-        best = -math.inf if self.spec.study.direction == "maximize" else math.inf
-        pick = max if self.spec.study.direction == "maximize" else min
+        best = -math.inf  # every metric is better when higher (the spec refuses direction: minimize)
 
         def report(epoch: int, score: float) -> None:
             nonlocal best
             spent[0] += 1
-            best = pick(best, score)
+            best = max(best, score)
             if self.multi_objective or not self.schedule.per_epoch or not math.isfinite(best):
                 return
             self._report(trial, self.schedule.step(fold, epoch), float(np.mean([r.score for r in done] + [best])),
@@ -278,12 +274,7 @@ def error_text(error: BaseException) -> str:
     return f"{text[:half]} ... {text[-half:]}"
 
 
-VERDICT_ATTRS = frozenset({
-    "metric", "fold_scores", "fold_best_epochs", "fold_epochs_run", "fold_times_s", "seeds", "config",
-    "score_mean", "score_std", "trainable_params", "total_params", "trainable_fraction", "student_params",
-    "importance_cut", "peak_memory_mb", "learning_rate_effective", "teacher", "teacher_scores", "device",
-    "versions", "data_fingerprint", "pooling", TORCH_THREADS_ATTR, "fold_sizes", "cv_repeats",
-})
+VERDICT_ATTRS = TRIAL_SCORE_ATTRS
 """The attributes of a COMPLETE trial that a repeat of its configuration copies: what the configuration scored
 and how (``docs/user_attrs.md``), everything ``status``, reports, ``export`` and ``verify`` read from a complete
 trial. Not the marks of how the earlier trial came about or ended (``baseline``, ``enqueued``, ``surplus``,
@@ -320,8 +311,8 @@ def repeat_verdict(trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> fl
                 "(set study.allow_repeats to fine-tune repeats)", trial.number, earlier.number)
     for key in sorted(VERDICT_ATTRS & earlier.user_attrs.keys()):
         trial.set_user_attr(key, earlier.user_attrs[key])
-    trial.set_user_attr("repeat_of", earlier.number)
-    trial.set_user_attr("fold_epochs", 0)
+    trial.set_user_attr(REPEAT_OF_ATTR, earlier.number)
+    trial.set_user_attr(FOLD_EPOCHS_ATTR, 0)
     return tuple(earlier.values) if len(earlier.values) > 1 else earlier.values[0]
 
 
@@ -329,6 +320,6 @@ def _fail(trial: optuna.Trial, reason: str, kind: str | None = None) -> None:
     """Record why a trial stops; ``kind`` ("oom" or "exception") for a FAIL trial, read by the worker loop's
     fail-fast rule (``study.max_consecutive_failures``: out-of-memory does not count towards it)."""
     logger.warning("trial %d: %s", trial.number, reason)
-    trial.set_user_attr("fail_reason", reason)
+    trial.set_user_attr(FAIL_REASON_ATTR, reason)
     if kind is not None:
         trial.set_user_attr(FAILURE_KIND_ATTR, kind)

@@ -39,9 +39,9 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hft_search._optuna_compat import experimental
 from hft_search.baseline import BASELINE_ATTR
 from hft_search.spec import StudySpec
-from hft_search.workers import experimental
 
 logger = logging.getLogger(__name__)
 

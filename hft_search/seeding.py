@@ -27,7 +27,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hft_search.baseline import BASELINE_ATTR, baseline_params, is_baseline
+from hft_search.attrs import BASELINE_ATTR, ENQUEUED_ATTR, SEEDED_ATTR
+from hft_search.baseline import baseline_params, is_baseline
 from hft_search.exceptions import StorageError
 from hft_search.portfolio import portfolio_params
 from hft_search.spec import StudySpec, out_of_range
@@ -35,10 +36,6 @@ from hft_search.storage import make_storage, mask_url
 
 logger = logging.getLogger(__name__)
 
-SEEDED_ATTR = "seeded"
-"""Study user attribute set once the creator has enqueued every seed trial."""
-ENQUEUED_ATTR = "enqueued"
-"""Trial user attribute saying where an enqueued trial came from (``user``, ``warm_start:STUDY#N``)."""
 SEED_WAIT_S = 10.0
 
 

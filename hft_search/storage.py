@@ -34,19 +34,17 @@ import sqlite3
 import time
 import traceback
 import urllib.parse
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.exceptions import ExperimentalWarning, StorageInternalError
-from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._rdb import models as rdb_models  # private: pinned by optuna<6 in pyproject.toml
+from optuna.exceptions import StorageInternalError
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
-from optuna.trial import TrialState
 
+from hft_search._optuna_compat import StaleSweepHookStorage, experimental, retry_callback, running_without_heartbeat
 from hft_search.exceptions import StorageError
 from hft_search.urls import ACCEPTED_FORMS, MASK, mask_url, storage_kind, storage_url_problem, url_password
 
@@ -281,19 +279,12 @@ def delete_study_if_exists(name: str, storage: str | BaseStorage) -> bool:
 
 
 def _heartbeat_kwargs(heartbeat_interval: int, grace_period: int | None, max_retries: int) -> dict[str, Any]:
-    """RDBStorage arguments for heartbeats and the retry of trials whose worker died.
-
-    ``RetryHeartbeatStaleTrialCallback`` is Optuna's current name (``RetryFailedTrialCallback`` and the
-    ``failed_trial_callback`` argument are deprecated since 4.9 and go in 6.0). Both are "experimental";
-    the warning saying so is silenced because this project opts in on purpose, on every worker start.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        callback = RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
+    """RDBStorage arguments for heartbeats and the retry of trials whose worker died
+    (:func:`hft_search._optuna_compat.retry_callback`)."""
     return {
         "heartbeat_interval": heartbeat_interval,
         "grace_period": grace_period,
-        "heartbeat_stale_trial_callback": callback,
+        "heartbeat_stale_trial_callback": retry_callback(max_retries),
     }
 
 
@@ -424,7 +415,7 @@ def _postgres_start_hint(url: str) -> str:
     )
 
 
-class _RDBStorage(RDBStorage):
+class _RDBStorage(StaleSweepHookStorage):
     """RDBStorage whose heartbeats cover every RUNNING trial, and outlive a short database outage.
 
     * Optuna records heartbeats from a thread that ends at the first failed write; the trial would then be
@@ -445,20 +436,9 @@ class _RDBStorage(RDBStorage):
             logger.warning("heartbeat of trial id %d not recorded (%s); trying again in %d s",
                            trial_id, error_summary(error), self.heartbeat_interval)
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        for trial_id in self._running_trials_without_heartbeat(study_id):
+    def before_stale_sweep(self, study_id: int) -> None:
+        for trial_id in running_without_heartbeat(self, study_id):
             super().record_heartbeat(trial_id)
-        return super()._get_stale_trial_ids(study_id)
-
-    def _running_trials_without_heartbeat(self, study_id: int) -> list[int]:
-        trial, beat = rdb_models.TrialModel, rdb_models.TrialHeartbeatModel
-        query = sqlalchemy.select(trial.trial_id).where(
-            trial.study_id == study_id,
-            trial.state == TrialState.RUNNING,
-            ~sqlalchemy.exists().where(beat.trial_id == trial.trial_id),
-        )
-        with self.engine.connect() as connection:
-            return list(connection.execute(query).scalars())
 
 
 def _lost_schema_race(error: BaseException) -> bool:
@@ -487,16 +467,14 @@ def _rdb_storage(
 
 
 def _open_rdb_storage(url: str, engine_kwargs: dict[str, Any], heartbeat: dict[str, Any]) -> RDBStorage:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        try:
-            return _RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
-        except ImportError as error:
-            driver = _missing_module(error)
-            raise StorageError(
-                f"cannot open {mask_url(url)!r}: the database driver {driver!r} is not installed. "
-                f"Install it with: {POSTGRES_INSTALL_HINT}"
-            ) from None
+    try:
+        return experimental(lambda: _RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat))
+    except ImportError as error:
+        driver = _missing_module(error)
+        raise StorageError(
+            f"cannot open {mask_url(url)!r}: the database driver {driver!r} is not installed. "
+            f"Install it with: {POSTGRES_INSTALL_HINT}"
+        ) from None
 
 
 def _missing_module(error: ImportError) -> str:

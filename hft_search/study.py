@@ -16,6 +16,8 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from hft_search._optuna_compat import experimental
+from hft_search.attrs import SPEC_ATTR, SPEC_HASH_ATTR
 from hft_search.exceptions import StorageError
 from hft_search.inputs import check_storage_target
 from hft_search.pruning import ReportSchedule, guarded_pruner
@@ -34,7 +36,6 @@ from hft_search.workers import (
     Objective,
     StopRequested,
     counted_trials,
-    experimental,
     optimize,
     worker_seed,
 )
@@ -123,7 +124,7 @@ def _open_study_in(spec: StudySpec, backend: BaseStorage, url: str, name: str,
             raise
     else:
         wait_until_seeded(study)
-        if study.user_attrs.get("spec_hash") is None:  # a study created by plain Optuna or an older hft-search
+        if study.user_attrs.get(SPEC_HASH_ATTR) is None:  # a study created by plain Optuna or an older hft-search
             _store_spec(study, spec)
     check_resumable(study, spec, url)
     if not created:
@@ -134,8 +135,8 @@ def _open_study_in(spec: StudySpec, backend: BaseStorage, url: str, name: str,
 
 
 def _store_spec(study: optuna.Study, spec: StudySpec) -> None:
-    study.set_user_attr("spec", spec.model_dump(mode="json"))  # passwords masked by their type
-    study.set_user_attr("spec_hash", spec.search_hash())
+    study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))  # passwords masked by their type
+    study.set_user_attr(SPEC_HASH_ATTR, spec.search_hash())
     study.set_user_attr("metric", spec.cv.metric)
     study.set_user_attr("objectives", spec.study.objectives)
 
@@ -154,7 +155,7 @@ def check_resumable(study: optuna.Study, spec: StudySpec, url: str) -> None:
     stored_objectives = study.user_attrs.get("objectives")
     if stored_objectives is not None and stored_objectives != spec.study.objectives:
         differences.append(f"objectives {stored_objectives!r} (spec: {spec.study.objectives!r})")
-    if study.user_attrs.get("spec_hash") != spec.search_hash():
+    if study.user_attrs.get(SPEC_HASH_ATTR) != spec.search_hash():
         differences.append("data, model, cv, search space or fixed knobs")
     if differences:
         raise StorageError(
@@ -231,7 +232,7 @@ def run_study(spec: StudySpec, *, n_trials: int | None = None, storage: str | No
         from hft_search.objective import CVObjective
 
         cv = CVObjective(spec, cache=default_cache(spec, url), progress=progress)
-        objective, fingerprint = cv, cv.data.fingerprint
+        objective, fingerprint = cv, cv.cv.data.fingerprint
     if backend is None:
         backend = _storage_for(spec, url)
     study = _open_study_in(spec, backend, url, study_name or spec.name, sampler_seed)
@@ -244,7 +245,7 @@ def run_study(spec: StudySpec, *, n_trials: int | None = None, storage: str | No
     if cv is not None and spec.study.confirm and not stopped and _searched_trials_done(study):
         from hft_search.confirm import confirm_study
 
-        confirm_study(study, spec, cache=cv.cv.cache, data=cv.data, base=cv.cv.base)
+        confirm_study(study, spec, cache=cv.cv.cache, data=cv.cv.data, base=cv.cv.base)
     return study
 
 

@@ -9,6 +9,7 @@ what ``validate`` accepts is what ``run`` opens, and every URL is masked the sam
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 MASK = "***"
 
@@ -77,3 +78,16 @@ def storage_url_problem(url: str) -> str | None:
         return (f"{url!r} is an in-memory SQLite database: the study would vanish when the process ends; "
                 "name a file, e.g. sqlite:///hft.db")
     return None
+
+
+def absolute_file_url(url: str) -> str:
+    """An SQLite or journal URL with an absolute path, any other URL as it is: Ray workers need not share the
+    launcher's directory, and ``train`` finds the study of an exported spec from any folder."""
+    scheme = url.partition(":")[0].lower()
+    if scheme == "sqlite" and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        path = url.removeprefix("sqlite:///")
+        return url if path in ("", ":memory:") else f"sqlite:///{Path(path).resolve()}"
+    if scheme == "journal":
+        rest = url.partition(":")[2]
+        return url if rest.startswith("//") else f"journal:{Path(rest).expanduser().resolve()}"
+    return url

@@ -70,13 +70,11 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import socket
 import sys
 import threading
 import time
-import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -86,11 +84,19 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 import sqlalchemy
-from optuna.exceptions import ExperimentalWarning, StorageInternalError, UpdateFinishedTrialError
-from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from hft_search.baseline import BASELINE_ATTR, is_baseline
+from hft_search._optuna_compat import (
+    OPTIMIZE_LOGGER,
+    experimental,
+    failed_trial_number,
+    heartbeat_interval,
+    retry_callback,
+    retry_history,
+)
+from hft_search.attrs import BASELINE_ATTR, FAIL_REASON_ATTR, FAILURE_KIND_ATTR, SURPLUS_ATTR
+from hft_search.baseline import is_baseline
 from hft_search.exceptions import ConsecutiveFailures, StorageError, TrialFailure
 from hft_search.storage import error_summary, mask_url
 
@@ -105,12 +111,6 @@ Objective = Callable[[optuna.Trial], Any]
 
 StopRequested = Callable[[], bool]
 
-
-SURPLUS_ATTR = "surplus"
-"""Trial user attribute (``True``) of a trial that started after ``n_trials`` places were taken."""
-
-FAILURE_KIND_ATTR = "failure_kind"
-"""Trial user attribute of a FAIL trial with a verdict: ``"exception"`` (counts towards fail-fast) or ``"oom"``."""
 
 
 MAX_POLL_S = 10.0
@@ -226,46 +226,26 @@ class _HideSurplusFailures(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
             record.exc_info, record.exc_text = None, None
-        match = _OPTUNA_FAILED.match(record.getMessage())
-        if match is None:
+        number = failed_trial_number(record.getMessage())
+        if number is None:
             return True
-        number = int(match[1])
         if record.exc_info and isinstance(record.exc_info[1], TrialFailure) \
                 and not logging.getLogger("hft_search").isEnabledFor(logging.DEBUG):
             self.explained.add(number)
         return number not in self.admission.surplus and number not in self.explained
 
 
-_OPTUNA_FAILED = re.compile(r"Trial (\d+) failed")
-
-
 @contextmanager
 def _hiding_surplus_failures(admission: _Admission) -> Iterator[None]:
     """Installs :class:`_HideSurplusFailures` on the logger of Optuna's optimize loop (if it is renamed, the
     warnings merely show)."""
-    optimize_logger = logging.getLogger("optuna.study._optimize")
+    optimize_logger = logging.getLogger(OPTIMIZE_LOGGER)
     hide = _HideSurplusFailures(admission)
     optimize_logger.addFilter(hide)
     try:
         yield
     finally:
         optimize_logger.removeFilter(hide)
-
-
-def experimental(factory: Callable[[], Any]) -> Any:
-    """Call an Optuna API marked experimental that this module relies on on purpose, without its warning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        return factory()
-
-
-def _heartbeat_interval(study: optuna.Study) -> int | None:
-    """The storage's heartbeat interval; None for storages without heartbeats (journal).
-
-    ``Study`` has no public accessor for its storage in Optuna 5 (pinned <6 in pyproject.toml for this).
-    """
-    interval = getattr(study._storage, "get_heartbeat_interval", None)
-    return interval() if interval is not None else None
 
 
 def _storage_failure(error: BaseException | None) -> BaseException | None:
@@ -289,8 +269,7 @@ def _trial(study: optuna.Study, number: int) -> FrozenTrial:
 
 def _requeued(study: optuna.Study, number: int) -> bool:
     """Whether a WAITING copy of trial ``number`` was already made (by a heartbeat sweep or a hand-back)."""
-    history = RetryHeartbeatStaleTrialCallback.retry_history
-    return experimental(lambda: any(number in history(t) for t in study.get_trials(deepcopy=False)))
+    return any(number in retry_history(t) for t in study.get_trials(deepcopy=False))
 
 
 class _Worker:
@@ -306,9 +285,9 @@ class _Worker:
         self.admission = _Admission(objective, n_trials, abort)
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.stop = stop
-        interval = _heartbeat_interval(study)
+        interval = heartbeat_interval(study)
         self.poll_s = None if interval is None else min(float(interval), MAX_POLL_S)
-        self.requeue = experimental(lambda: RetryHeartbeatStaleTrialCallback(max_retry=max_retries))
+        self.requeue = retry_callback(max_retries)
 
     def run(self, after_trial: Callable[[], None]) -> None:
         with _hiding_surplus_failures(self.admission):
@@ -335,7 +314,7 @@ class _Worker:
         trial = _trial(self.study, number)
         kind = trial.user_attrs.get(FAILURE_KIND_ATTR)
         if trial.state == TrialState.FAIL and kind == "exception":
-            self.failures_in_a_row.append(f"trial {number}: {trial.user_attrs.get('fail_reason', '?')}")
+            self.failures_in_a_row.append(f"trial {number}: {trial.user_attrs.get(FAIL_REASON_ATTR, '?')}")
         elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
             self.failures_in_a_row = []
         if len(self.failures_in_a_row) >= self.max_consecutive_failures:
@@ -608,7 +587,7 @@ def requeue_running(study: optuna.Study, *, older_than_s: float = 0.0, max_retri
     more; a live worker whose trial is re-queued finds it FAIL at its end and drops its result.
     """
     now = time.time()
-    requeue = experimental(lambda: RetryHeartbeatStaleTrialCallback(max_retry=max_retries))
+    requeue = retry_callback(max_retries)
     done = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         started = trial.datetime_start.timestamp() if trial.datetime_start else now
@@ -646,5 +625,5 @@ def no_result(study: optuna.Study) -> str | None:
         return None
     first = failed[0]
     return (f"study {study.study_name!r} has no completed trial: {len(failed)} of {len(trials)} failed (trial "
-            f"{first.number}: {first.user_attrs.get('fail_reason', 'no reason recorded')}); fix the cause (run "
+            f"{first.number}: {first.user_attrs.get(FAIL_REASON_ATTR, 'no reason recorded')}); fix the cause (run "
             "with --verbose for the traceback) and run again")

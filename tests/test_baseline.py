@@ -323,7 +323,7 @@ def test_report_shows_the_tuned_baseline_and_the_lift(tiny_spec_dict: dict) -> N
     assert rows["lift over baseline (search folds)"].startswith("+0.0100 ± ")
     assert "corrected resampled t-test" in rows["lift over baseline (search folds)"]
     assert "is not significantly better than the tuned baseline" in rows["warning"]
-    lift_column = figures.trials_table(study).data[0].cells.values[4]
+    lift_column = figures.trials_figure(study).data[0].cells.values[4]
     assert lift_column[0] == "baseline (reference)" and lift_column[1].startswith("+0.0100 (p ")
 
 

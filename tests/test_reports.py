@@ -187,8 +187,8 @@ def test_best_configuration_card(study: optuna.Study) -> None:
     assert "torch 2.13.0" in card["versions"]
 
 
-def test_trials_table_lists_every_trial_with_its_state_and_failure_reason(study: optuna.Study) -> None:
-    columns = table_columns(figures.trials_table(study))
+def test_trials_figure_lists_every_trial_with_its_state_and_failure_reason(study: optuna.Study) -> None:
+    columns = table_columns(figures.trials_figure(study))
     assert columns[0] == [str(trial.number) for trial in study.trials]
     assert set(columns[1]) == {"COMPLETE", "PRUNED", "FAIL", "RUNNING"}
     assert "out of memory in fold 1" in columns[-1]
@@ -317,7 +317,7 @@ def test_user_strings_are_escaped_in_the_page_and_in_every_figure(storage: str, 
     everything = json.dumps([figure.to_plotly_json() for figure in drawn], cls=PlotlyJSONEncoder)
     for raw in (EVIL_NAME, EVIL_CHOICE, EVIL_REASON):
         assert raw not in everything
-    assert html.escape(EVIL_REASON, quote=False) in table_columns(figures.trials_table(study))[-1]
+    assert html.escape(EVIL_REASON, quote=False) in table_columns(figures.trials_figure(study))[-1]
     dimensions = {dimension.label: dimension for dimension in figures.parallel_coordinates(study).data[0].dimensions}
     assert html.escape(EVIL_CHOICE, quote=False) in dimensions["importance.granularity"].ticktext
 

@@ -15,11 +15,9 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hft_search.attrs import CONFIRMATION_ATTR
 from hft_search.baseline import is_baseline, maximizes
 from hft_search.comparison import Lift, folds_text
-
-CONFIRMATION_ATTR = "confirmation"
-"""Study user attribute: :meth:`Confirmation.to_attr` of the latest confirmation round."""
 
 
 @dataclass

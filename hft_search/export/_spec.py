@@ -41,6 +41,7 @@ from hft_search.spec import StudySpec, spec_from_dict
 from hft_search.storage import mask_url, resolve_storage_url
 from hft_search.study import load_study
 from hft_search.summary import confirmation_summary, pick_trial, value_with_std
+from hft_search.urls import absolute_file_url
 
 logger = logging.getLogger(__name__)
 
@@ -67,14 +68,6 @@ def _pick(study: optuna.Study, trial_number: int | None) -> FrozenTrial:
     return trial
 
 
-def _absolute(url: str) -> str:
-    """A relative SQLite path made absolute, so that ``train`` finds the study from any folder."""
-    relative = url.removeprefix("sqlite:///")
-    if url.startswith("sqlite:///") and relative not in ("", ":memory:") and not relative.startswith("/"):
-        return "sqlite:///" + str(Path(relative).resolve())
-    return url
-
-
 def final_epochs(best_epochs: list[int]) -> int:
     """The median of the folds' best epochs, a half rounded up."""
     return math.floor(statistics.median(best_epochs) + 0.5)
@@ -85,7 +78,7 @@ def provenance(study: optuna.Study, trial: FrozenTrial, storage_url: str | None)
     attrs = trial.user_attrs
     return {
         "study": study.study_name,
-        "storage": mask_url(_absolute(storage_url)) if storage_url else None,
+        "storage": mask_url(absolute_file_url(storage_url)) if storage_url else None,
         "trial": trial.number,
         "metric": attrs.get("metric"),
         "value": trial.values[0],

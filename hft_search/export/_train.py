@@ -24,6 +24,7 @@ test probabilities.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import gc
 import json
@@ -34,8 +35,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer
 
+from hft_search.attrs import FINAL_MODEL_ATTR
 from hft_search.cv import (
     CrossValidator,
     TeacherOutputs,
@@ -58,7 +59,7 @@ from hft_search.export._quantize import (
 )
 from hft_search.files import atomic_folder, check_output, check_writable, write_text_atomic
 from hft_search.inputs import spec_inputs, storage_inputs
-from hft_search.models import BaseModel, classifier_tokenizer, load_base, resolve_source
+from hft_search.models import BaseModel, load_base, load_tokenizer
 from hft_search.spec import HybridConfig, StudySpec, check_against_layers
 from hft_search.storage import mask_url, resolve_storage_url
 from hft_search.study import default_cache, load_study
@@ -149,9 +150,8 @@ def _prepare(spec: StudySpec, source: str | None) -> _Inputs:
     data = load_data(spec.data)
     base = load_base(spec.model.name, data.label_names, spec.model.revision, spec.model.pooling)
     check_against_layers(spec, base.num_layers, source=source)
-    tokenizer = classifier_tokenizer(AutoTokenizer.from_pretrained(
-        resolve_source(spec.model.name), revision=spec.model.revision, model_max_length=spec.model.max_length),
-        base.template.config)
+    tokenizer = copy.deepcopy(load_tokenizer(spec.model.name, spec.model.revision))  # the cached one is shared
+    tokenizer.model_max_length = spec.model.max_length  # saved with it: plain transformers truncates as trained
     test = tokenize(data.test, tokenizer, spec.model.max_length) if data.test is not None else None
     transfer = tokenize(data.unlabeled, tokenizer, spec.model.max_length) if data.unlabeled is not None else None
     return _Inputs(spec, config, data, base, tokenizer, tokenize(data.train, tokenizer, spec.model.max_length),
@@ -357,7 +357,7 @@ def record_final_model(spec: StudySpec, path: Path, metadata: dict[str, Any], st
     value = {"path": str(Path(path).resolve()), "metrics": {k: metadata["metrics"][k] for k in keys},
              "quantized": metadata["quantized"]}
     try:
-        load_study(provenance["study"], url).set_user_attr("final_model", value)
+        load_study(provenance["study"], url).set_user_attr(FINAL_MODEL_ATTR, value)
     except Exception as error:  # noqa: BLE001 - any storage problem must not fail a finished training
         logger.warning("could not record the final model in study %r at %s: %s", provenance["study"],
                        mask_url(url), str(error).splitlines()[0][:300])

@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from hft_search._optuna_compat import IN_MEMORY_STORAGE_LOGGER
 from hft_search.reports._common import (
     Figure,
     complete_trials,
@@ -79,7 +80,7 @@ def display_copy(study: optuna.Study) -> optuna.Study:
 
     All trials are copied in order, so trial numbers stay the same as in the stored study.
     """
-    in_memory_log = logging.getLogger("optuna.storages._in_memory")
+    in_memory_log = logging.getLogger(IN_MEMORY_STORAGE_LOGGER)
     if not any(isinstance(existing, _HideDisplayCopies) for existing in in_memory_log.filters):
         in_memory_log.addFilter(_HideDisplayCopies())
     copy = optuna.create_study(directions=study.directions, study_name=DISPLAY_COPY_PREFIX + study.study_name)

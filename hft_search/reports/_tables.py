@@ -143,7 +143,7 @@ def best_configuration(study: optuna.Study) -> Figure:
     return table(f"{title}: trial #{best.number}", ["", "value"], [names, values], [1, 3])
 
 
-def trials_table(study: optuna.Study) -> Figure:
+def trials_figure(study: optuna.Study) -> Figure:
     """Every trial with its state, score, lift over the baseline, trainable %, duration, parameters and, for
     failures, the reason."""
     trials = study.get_trials(deepcopy=False)

@@ -45,7 +45,7 @@ from hft_search.reports._optuna_figures import (
     optimization_history,
     param_importances,
 )
-from hft_search.reports._tables import TABLE_MAX_PX, TABLE_ROW_PX, TABLE_TITLE_PX, best_configuration, trials_table
+from hft_search.reports._tables import TABLE_MAX_PX, TABLE_ROW_PX, TABLE_TITLE_PX, best_configuration, trials_figure
 
 __all__ = [
     "DISPLAY_COPY_PREFIX",
@@ -76,7 +76,7 @@ __all__ = [
     "pareto_trials",
     "report_figures",
     "text",
-    "trials_table",
+    "trials_figure",
 ]
 
 FIGURES: dict[str, Callable[[optuna.Study], Figure]] = {
@@ -88,7 +88,7 @@ FIGURES: dict[str, Callable[[optuna.Study], Figure]] = {
     "contour-distill": distillation_contour,
     "pareto": pareto_front,
     "folds": fold_spread,
-    "trials": trials_table,
+    "trials": trials_figure,
 }
 """Every study figure, in page order, by the id of its container on the page."""
 

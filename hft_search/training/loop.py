@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from hft_search.data import UNLABELED, TokenizedSplit
-from hft_search.exceptions import TrialFailure
+from hft_search.exceptions import TrainingDiverged
 from hft_search.models import BaseModel, family_of, get_module, layers_of, select_blocks
 from hft_search.spec import HybridConfig, TrainingConfig
 from hft_search.strategies import Setup, merge, prepare
@@ -223,7 +223,7 @@ def _check_finite(losses: torch.Tensor, epoch: int, first_step: int) -> None:
     if bool(bad.any()):
         index = int(bad.nonzero()[0])
         value = "nan" if math.isnan(float(losses[index])) else "inf"
-        raise TrialFailure(f"loss became {value} at epoch {epoch} step {first_step + index + 1}")
+        raise TrainingDiverged(f"loss became {value} at epoch {epoch} step {first_step + index + 1}")
 
 
 class _Trainer:
@@ -374,7 +374,7 @@ def fine_tune(
     (warm-up and linear decay) is laid out for; the fine-tune stops after ``training.epochs`` of them. The final
     fit of an exported configuration passes the searched epochs here: its folds were scored at their best epoch
     of a longer run, whose schedule it must follow to train what was scored.
-    A non-finite loss raises :class:`~hft_search.exceptions.TrialFailure`; a configuration that cannot fit the
+    A non-finite loss raises :class:`~hft_search.exceptions.TrainingDiverged`; a configuration that cannot fit the
     device raises :class:`~hft_search.exceptions.DeviceMemoryError` before training; CUDA out-of-memory
     propagates.
     """
