@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import socket
-import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +34,7 @@ from hft_search.workers import (
     StopRequested,
     counted_trials,
     optimize,
+    resumed_seed,
     worker_seed,
 )
 
@@ -162,22 +160,6 @@ def check_resumable(study: optuna.Study, spec: StudySpec, url: str) -> None:
             f"study {study.study_name!r} in {mask_url(url)} was created with other {'; '.join(differences)}; "
             "resuming would mix incomparable trials. Use --study-name NEW_NAME (or a new spec `name`), "
             "or restore the original spec.")
-
-
-def resumed_seed(spec: StudySpec, study: optuna.Study) -> int:
-    """The sampler seed of a process that joins or resumes an existing study.
-
-    With the spec's seed again, the sampler would replay the sequence of the first process: its random
-    start-up trials, or every trial of random search, would be configurations already fine-tuned. Mixing in
-    how many trials the study holds gives each resume a new sequence that is still a function of the study
-    (resuming the same study twice draws the same). Trials still RUNNING mean another process is at work on
-    the study right now, at the same count perhaps: then this process's id is mixed in too.
-    """
-    trials = study.get_trials(deepcopy=False)
-    parts = f"{spec.study.seed}:{len(trials)}"
-    if any(t.state == TrialState.RUNNING for t in trials):
-        parts += f":{socket.gethostname()}:{os.getpid()}"
-    return zlib.crc32(parts.encode())
 
 
 def target_trials(spec: StudySpec, n_trials: int | None = None) -> int:
