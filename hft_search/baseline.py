@@ -146,30 +146,25 @@ def is_baseline(trial: FrozenTrial) -> bool:
     return bool(trial.user_attrs.get(BASELINE_ATTR))
 
 
-def maximizes(study: optuna.Study) -> bool:
-    """Whether the study's (first) objective, the CV score, is maximized."""
-    return study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-
-
-def find_baseline(trials: Sequence[FrozenTrial], *, maximize: bool = True) -> FrozenTrial | None:
-    """The best completed baseline trial (the first of equals), or None: the reference of every lift."""
+def find_baseline(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
+    """The best completed baseline trial (the first of equals; the score is maximized), or None: the reference
+    of every lift."""
     done = [t for t in trials if is_baseline(t) and t.state == TrialState.COMPLETE and t.values]
     if not done:
         return None
-    sign = -1.0 if maximize else 1.0
-    return min(done, key=lambda t: (sign * t.values[0], t.number))
+    return min(done, key=lambda t: (-t.values[0], t.number))
 
 
 def reference_baseline(study: optuna.Study) -> FrozenTrial | None:
     """The best completed baseline trial of a study, or None."""
-    return find_baseline(study.get_trials(deepcopy=False), maximize=maximizes(study))
+    return find_baseline(study.get_trials(deepcopy=False))
 
 
 def baseline_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False) if is_baseline(t)]
 
 
-def lift_of(trial: FrozenTrial, reference: FrozenTrial | None, *, maximize: bool = True) -> Lift | None:
+def lift_of(trial: FrozenTrial, reference: FrozenTrial | None) -> Lift | None:
     """``trial``'s lift over the reference baseline, computed now from both trials' fold scores; None for a
     baseline trial, without a reference, or without a common fold."""
     if reference is None or is_baseline(trial):
@@ -179,20 +174,20 @@ def lift_of(trial: FrozenTrial, reference: FrozenTrial | None, *, maximize: bool
     repeats = int(reference.user_attrs.get("cv_repeats", 1))
     paired = min(len(scores), len(base))
     ratio = size_ratio(trial.user_attrs.get("fold_sizes") or reference.user_attrs.get("fold_sizes"), paired)
-    return compute_lift(scores, base, reference.number, maximize=maximize, repeats=repeats, test_train_ratio=ratio)
+    return compute_lift(scores, base, reference.number, repeats=repeats, test_train_ratio=ratio)
 
 
-def lift_label(trial: FrozenTrial, reference: FrozenTrial | None, *, maximize: bool = True) -> str:
+def lift_label(trial: FrozenTrial, reference: FrozenTrial | None) -> str:
     """A table cell: ``baseline`` (``baseline (reference)`` for the best), ``+0.0123 (p 0.031)``, else ``-``."""
     if is_baseline(trial):
         return "baseline (reference)" if reference is not None and trial.number == reference.number else "baseline"
-    lift = lift_of(trial, reference, maximize=maximize)
+    lift = lift_of(trial, reference)
     if lift is None:
         return "-"
     return f"{lift.mean:+.4f}" + ("" if lift.p_value is None else f" (p {lift.p_value:.2g})")
 
 
-def lift_warning(trial: FrozenTrial, reference: FrozenTrial | None, *, maximize: bool = True) -> str | None:
+def lift_warning(trial: FrozenTrial, reference: FrozenTrial | None) -> str | None:
     """A plain warning when ``trial`` is not shown to be better than the tuned baseline on the search's folds;
     None when it is (or when there is no baseline)."""
     if reference is None:
@@ -200,7 +195,7 @@ def lift_warning(trial: FrozenTrial, reference: FrozenTrial | None, *, maximize:
     if is_baseline(trial):
         return (f"the best trial is a baseline trial (trial {trial.number}, a plain full fine-tune): the search "
                 "found no configuration that scores higher than the tuned full fine-tune; use it, or search longer")
-    lift = lift_of(trial, reference, maximize=maximize)
+    lift = lift_of(trial, reference)
     if lift is None:
         return f"trial {trial.number} has no fold in common with the baseline (trial {reference.number})"
     if lift.significant:

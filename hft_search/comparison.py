@@ -59,8 +59,8 @@ def folds_text(folds: int, repeats: int) -> str:
 
 @dataclass(frozen=True)
 class Lift:
-    """A configuration's fold-by-fold difference to a reference (trial − reference; positive is better, also
-    when minimizing). ``p_value`` is the corrected resampled t-test's, None when it is undefined."""
+    """A configuration's fold-by-fold difference to a reference (trial − reference; positive is better: every
+    metric is better when higher). ``p_value`` is the corrected resampled t-test's, None when it is undefined."""
 
     mean: float
     std: float  # sample standard deviation of the paired differences (0 with one fold)
@@ -97,11 +97,11 @@ class Lift:
 
 
 def compute_lift(scores: Sequence[float], baseline_scores: Sequence[float], baseline_trial: int, *,
-                 maximize: bool = True, repeats: int = 1, test_train_ratio: float | None = None) -> Lift | None:
+                 repeats: int = 1, test_train_ratio: float | None = None) -> Lift | None:
     """The lift of fold ``scores`` over ``baseline_scores`` on the folds both have (None: no common fold).
 
-    Fold *i* of one is paired with fold *i* of the other. When minimizing, the difference is baseline − trial,
-    so that a positive lift always means better. ``test_train_ratio`` is n_test / n_train of the folds; by
+    Fold *i* of one is paired with fold *i* of the other; the difference is trial − baseline, positive when the
+    trial scores higher (every metric is better when higher). ``test_train_ratio`` is n_test / n_train of the folds; by
     default that of a plain k-fold, 1 / (k − 1), with k the reference's folds per repeat.
     """
     n = min(len(scores), len(baseline_scores))
@@ -113,7 +113,7 @@ def compute_lift(scores: Sequence[float], baseline_scores: Sequence[float], base
         k = max(2, len(baseline_scores) // max(repeats, 1))
         test_train_ratio = 1.0 / (k - 1)
     trial, base = (np.array(side, dtype=float) for side in zip(*pairs, strict=True))
-    diffs = trial - base if maximize else base - trial
+    diffs = trial - base
     std = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
     test = corrected_ttest(diffs, test_train_ratio)
     return Lift(float(np.mean(diffs)), std, None if test is None else test[1], len(diffs), baseline_trial,

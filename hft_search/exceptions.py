@@ -4,6 +4,9 @@ Every error a user can cause (a bad spec, a missing file, an unknown model) is r
 :class:`HFTSearchError` *and* of the builtin it refines (``ValueError`` for bad input, ``RuntimeError`` for
 bad state), so callers can catch either. The CLI prints ``str(error)`` and exits 2, with no traceback: the
 message must therefore name the field or file and how to fix it.
+
+:func:`error_text` is here too: it is how an error caught in a trial is written down (``fail_reason``), and
+any module that records a failure may import it without pulling in the objective.
 """
 
 from __future__ import annotations
@@ -96,3 +99,25 @@ class OutputError(ExportError):
 
 class DashboardError(HFTSearchError, RuntimeError):
     """The dashboard cannot listen where asked (port in use or out of range, unknown host)."""
+
+
+REASON_CHARS = 2000
+"""Longest ``fail_reason``; longer ones keep their start and their end (where Python puts the cause)."""
+
+
+def error_text(error: BaseException) -> str:
+    """An exception's whole message and those of its causes on one line, for ``fail_reason``.
+
+    Not only the first line: many library errors say what went wrong last (``... size mismatch for
+    position_ids``), so a message is shortened only beyond :data:`REASON_CHARS`, in the middle.
+    """
+    parts = [" ".join(str(error).split())]
+    cause = error.__cause__
+    while cause is not None and len(parts) < 5:
+        parts.append(f"caused by {type(cause).__name__}: {' '.join(str(cause).split())}")
+        cause = cause.__cause__
+    text = "; ".join(parts)
+    if len(text) <= REASON_CHARS:
+        return text
+    half = REASON_CHARS // 2
+    return f"{text[:half]} ... {text[-half:]}"

@@ -86,9 +86,11 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
 
 
 def directions(spec: StudySpec) -> list[str]:
+    """The study's directions: the CV score is maximized (every metric is better when higher); a Pareto study's
+    second objective, the trainable fraction or the student's size, is minimized."""
     if spec.study.objectives == "score":
-        return [spec.study.direction]
-    return [spec.study.direction, "minimize"]
+        return ["maximize"]
+    return ["maximize", "minimize"]
 
 
 def open_study(spec: StudySpec, *, storage: str | None = None, study_name: str | None = None) -> optuna.Study:

@@ -15,7 +15,6 @@ from hft_search.baseline import (
     lift_label,
     lift_of,
     lift_warning,
-    maximizes,
     reference_baseline,
 )
 from hft_search.confirm import describe_confirmation, stored_confirmation
@@ -74,7 +73,7 @@ def trials_table(study: optuna.Study) -> str:
     """One line per trial: number, state, value ± std (the search's CV), the confirmed CV of the trials in the
     confirmation round, lift over the tuned baseline (on the search's folds, computed now), trainable %, key
     params, failure reason."""
-    reference, maximize = reference_baseline(study), maximizes(study)
+    reference = reference_baseline(study)
     confirmation = stored_confirmation(study)
     rows = [("#", "state", "value ± std", "confirmed", "lift", "trainable %", "params", "reason")]
     for trial in study.get_trials(deepcopy=False):
@@ -85,7 +84,7 @@ def trials_table(study: optuna.Study) -> str:
         rows.append((str(trial.number), trial.state.name, _value(trial),
                      "-" if confirmed is None or confirmed.mean is None else f"{confirmed.mean:.4f}"
                      + (" (winner)" if trial.number == confirmation.winner else ""),
-                     lift_label(trial, reference, maximize=maximize),
+                     lift_label(trial, reference),
                      f"{100 * fraction:.1f}" if isinstance(fraction, float) else "-", params,
                      trial.user_attrs.get("fail_reason", "")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -117,8 +116,8 @@ def best_summary(study: optuna.Study, trial_number: int | None = None) -> dict[s
     """The best (or given) trial as a plain dict: value ± std, fold scores, params, provenance."""
     trial = pick_trial(study, trial_number)
     attrs = trial.user_attrs
-    baseline, maximize = reference_baseline(study), maximizes(study)
-    lift = lift_of(trial, baseline, maximize=maximize)
+    baseline = reference_baseline(study)
+    lift = lift_of(trial, baseline)
     return {
         "study": study.study_name,
         "trial": trial.number,
@@ -135,7 +134,7 @@ def best_summary(study: optuna.Study, trial_number: int | None = None) -> dict[s
         "baseline_trial": None if baseline is None else baseline.number,
         "baseline_trials": [t.number for t in baseline_trials(study)],
         "lift": None if lift is None else lift.to_attr(),
-        "lift_warning": lift_warning(trial, baseline, maximize=maximize),
+        "lift_warning": lift_warning(trial, baseline),
         "provenance": {k: attrs.get(k) for k in ("data_fingerprint", "device", "seeds", "versions",
                                                   "fold_times_s", "peak_memory_mb", "importance_cut",
                                                   "teacher_scores")},
@@ -161,7 +160,7 @@ def confirmation_summary(study: optuna.Study, trial: FrozenTrial) -> dict[str, A
 def _baseline_lines(study: optuna.Study, best: FrozenTrial) -> list[str]:
     """The tuned baseline and the search's best trial's lift over it on the search's folds, with a plain
     warning when it is not better."""
-    baseline, maximize = reference_baseline(study), maximizes(study)
+    baseline = reference_baseline(study)
     if baseline is None:
         return ["no completed baseline trial (study.baseline: false, or it has not run): no lift to show"]
     rates = sorted(t.user_attrs.get("config", {}).get("training.learning_rate") or 0.0 for t in baseline_trials(study)
@@ -170,10 +169,10 @@ def _baseline_lines(study: optuna.Study, best: FrozenTrial) -> list[str]:
     lines = [f"tuned baseline: trial {baseline.number}, the plain full fine-tune at learning rate {_fmt(rate)} (the "
              f"best of {len(rates)} swept: {', '.join(_fmt(r) for r in rates)}): "
              f"{best.user_attrs.get('metric', 'value')} {_value(baseline)}"]
-    lift = lift_of(best, baseline, maximize=maximize)
+    lift = lift_of(best, baseline)
     if lift is not None:
         lines.append(f"lift of trial {best.number} over it on the search's folds: {lift.text()}")
-    warning = lift_warning(best, baseline, maximize=maximize)
+    warning = lift_warning(best, baseline)
     if warning and stored_confirmation(study) is None:
         lines.append(f"warning: {warning}")
     return lines

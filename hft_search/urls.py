@@ -9,6 +9,7 @@ what ``validate`` accepts is what ``run`` opens, and every URL is masked the sam
 from __future__ import annotations
 
 import re
+import urllib.parse
 from pathlib import Path
 
 MASK = "***"
@@ -52,6 +53,25 @@ def url_password(url: str) -> str | None:
         return None
     _, colon, password = match["rest"].rpartition("@")[0].partition(":")
     return password if colon else None
+
+
+def mask_error(text: str, url: str) -> str:
+    """``text`` (a driver's error about ``url``) with URLs masked, and every piece of ``url``'s password too.
+
+    A password with a raw ``@`` or ``/`` is misread by SQLAlchemy: part of it becomes the host or the database
+    name, and the driver quotes that part (``could not translate host name "ss3cr3t@127.0.0.1"``) where no URL
+    pattern can see it. So the password, its percent-decoded form and their pieces between such characters
+    (three characters or more) are masked wherever they appear.
+    """
+    masked = mask_url(text)
+    password = url_password(url)
+    if password is None:
+        return masked
+    pieces = {piece for form in (password, urllib.parse.unquote(password))
+              for piece in (form, *re.split(r"[@/:?#]", form)) if len(piece) >= 3}
+    for piece in sorted(pieces, key=len, reverse=True):
+        masked = masked.replace(piece, MASK)
+    return masked
 
 
 def storage_kind(url: str) -> str | None:

@@ -30,7 +30,6 @@ from hft_search.baseline import (
     sweep_values,
 )
 from hft_search.cli import main
-from hft_search.comparison import compute_lift
 from hft_search.exceptions import SpecError
 from hft_search.export import export_spec
 from hft_search.objective import suggest_config
@@ -213,11 +212,6 @@ def test_trials_finished_before_the_baseline_get_a_lift_and_the_best_baseline_is
     assert table[4].split()[4:6] == ["baseline", "(reference)"] and table[3].split()[4] == "baseline"
     assert "+0.0500" in table[1] and "-0.0650" in table[2]
     assert best_summary(study)["lift"]["mean"] == pytest.approx(0.05)
-
-
-def test_minimizing_lifts_are_positive_when_better() -> None:
-    lower_loss = compute_lift([0.2, 0.3], [0.4, 0.6], baseline_trial=0, maximize=False)
-    assert lower_loss.mean == pytest.approx(0.25)
 
 
 # -- seeding: study.enqueue and study.warm_start ----------------------------------------------------------

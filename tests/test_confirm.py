@@ -181,7 +181,7 @@ def test_the_verdict_by_hand() -> None:
     base = candidate(0, [0.80, 0.81, 0.80, 0.79, 0.80], baseline=True)
     strong = candidate(5, [0.90, 0.91, 0.92, 0.90, 0.91])
     weak = candidate(7, [0.81, 0.80, 0.79, 0.82, 0.80])
-    result = judge([base, weak, strong], resampling, 0, maximize=True, metric="accuracy", searched_trials=9)
+    result = judge([base, weak, strong], resampling, 0, metric="accuracy", searched_trials=9)
     diffs = [a - b for a, b in zip(strong.fold_scores, base.fold_scores, strict=True)]
     p = corrected_ttest(diffs, 20 / 80)[1]
     assert (result.winner, result.compared) == (5, 5) and result.lift.p_value == pytest.approx(p)
@@ -189,13 +189,13 @@ def test_the_verdict_by_hand() -> None:
     assert strong.winners_curse == pytest.approx(0.9 - 0.908)
 
     noisy = candidate(5, [0.86, 0.78, 0.84, 0.77, 0.83])
-    result = judge([base, noisy], resampling, 0, maximize=True, metric="accuracy", searched_trials=9)
+    result = judge([base, noisy], resampling, 0, metric="accuracy", searched_trials=9)
     assert result.verdict == "not separated" and result.p_adjusted == result.lift.p_value
     winner_is_baseline = judge([base, weak.__class__(7, False, 0.9, 0.0, [0.70] * 4 + [0.71], [[80, 20]] * 5)],
-                               resampling, 0, maximize=True, metric="accuracy", searched_trials=9)
+                               resampling, 0, metric="accuracy", searched_trials=9)
     assert winner_is_baseline.winner == 0 and winner_is_baseline.verdict == "worse"
     failed = Candidate(7, False, 0.9, 0.0, [], [], failure="OutOfMemoryError in fold 0")
-    assert judge([base, failed], resampling, 0, maximize=True, metric="accuracy",
+    assert judge([base, failed], resampling, 0, metric="accuracy",
                  searched_trials=9).verdict == "not compared"
-    assert judge([strong], resampling, None, maximize=True, metric="accuracy",
+    assert judge([strong], resampling, None, metric="accuracy",
                  searched_trials=9).verdict == "no baseline"

@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hft_search.attrs import CONFIRMATION_ATTR
-from hft_search.baseline import is_baseline, maximizes
+from hft_search.baseline import is_baseline
 from hft_search.comparison import Lift, folds_text
 
 
@@ -86,11 +86,10 @@ class Confirmation:
 
 def candidates(study: optuna.Study, top: int) -> list[FrozenTrial]:
     """The ``top`` best distinct COMPLETE searched configurations (a repeat of a configuration counts once)."""
-    sign = -1.0 if maximizes(study) else 1.0
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if not is_baseline(t) and t.values and "config" in t.user_attrs]
     picked, seen = [], set()
-    for trial in sorted(done, key=lambda t: (sign * t.values[0], t.number)):
+    for trial in sorted(done, key=lambda t: (-t.values[0], t.number)):
         key = json.dumps(trial.user_attrs["config"], sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from hft_search.baseline import is_baseline, maximizes, reference_baseline
+from hft_search.baseline import is_baseline, reference_baseline
 from hft_search.comparison import SIGNIFICANCE, compute_lift, folds_text, size_ratio
 from hft_search.confirm._record import (
     CONFIRMATION_ATTR,
@@ -111,7 +111,7 @@ def confirm_study(study: optuna.Study, spec: StudySpec | None = None, *, top: in
     for trial in ([reference] if reference is not None else []) + picked:
         fitted.append(reuse.get(trial.number) or _fit(cv, trial))
     confirmation = judge(fitted, resampling, None if reference is None else reference.number,
-                         maximize=maximizes(study), metric=spec.cv.metric, searched_trials=counted_trials(study))
+                         metric=spec.cv.metric, searched_trials=counted_trials(study))
     study.set_user_attr(CONFIRMATION_ATTR, confirmation.to_attr())
     return confirmation
 
@@ -142,21 +142,20 @@ def _fit(cv: Any, trial: FrozenTrial) -> Candidate:
     return candidate
 
 
-def judge(fitted: list[Candidate], resampling: Resampling, baseline: int | None, *, maximize: bool, metric: str,
+def judge(fitted: list[Candidate], resampling: Resampling, baseline: int | None, *, metric: str,
           searched_trials: int) -> Confirmation:
     """The round's record: the winner (best confirmed mean), the lift of the best searched configuration over
     the ``baseline`` trial on the fresh folds, its p-value × the searched candidates (Bonferroni), and the
     verdict (module docstring)."""
-    sign = 1.0 if maximize else -1.0
     scored = [c for c in fitted if c.mean is not None]
-    winner = max(scored, key=lambda c: sign * c.mean).trial if scored else None
+    winner = max(scored, key=lambda c: c.mean).trial if scored else None
     searched = [c for c in scored if not c.baseline]
     base = next((c for c in scored if c.baseline), None)
-    best = max(searched, key=lambda c: sign * c.mean) if searched else None
+    best = max(searched, key=lambda c: c.mean) if searched else None
     lift, p_adjusted, verdict = None, None, "no baseline"
     if base is not None and best is not None:
         ratio = size_ratio(best.fold_sizes, len(best.fold_scores))
-        lift = compute_lift(best.fold_scores, base.fold_scores, base.trial, maximize=maximize,
+        lift = compute_lift(best.fold_scores, base.fold_scores, base.trial,
                             repeats=resampling.repeats, test_train_ratio=ratio)
         if lift is not None and lift.p_value is not None:
             p_adjusted = min(1.0, lift.p_value * sum(not c.baseline for c in fitted))

@@ -32,7 +32,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial
 
-from hft_search.baseline import lift_of, lift_warning, maximizes, reference_baseline
+from hft_search.baseline import lift_of, lift_warning, reference_baseline
 from hft_search.confirm import stored_confirmation, verdict_text
 from hft_search.exceptions import ExportError
 from hft_search.files import check_output, refuse_inputs, write_text_atomic
@@ -104,10 +104,10 @@ def baseline_provenance(study: optuna.Study, trial: FrozenTrial) -> dict[str, An
     (``confirmation``: the trial's scores on the fresh folds, the winner, the lift tested there and the verdict),
     and a plain warning (``lift_warning``) when the exported trial is not shown to be better than the tuned
     baseline: by the confirmation round when the trial took part in it, else on the search's folds."""
-    baseline, maximize = reference_baseline(study), maximizes(study)
-    lift = lift_of(trial, baseline, maximize=maximize)
+    baseline = reference_baseline(study)
+    lift = lift_of(trial, baseline)
     confirmed = confirmation_summary(study, trial)
-    warning = lift_warning(trial, baseline, maximize=maximize)
+    warning = lift_warning(trial, baseline)
     if confirmed is not None:
         warning = confirmed_warning(study, trial)
     if warning:

@@ -19,7 +19,6 @@ from hft_search.confirm import stored_confirmation, verdict_text
 from hft_search.reports._common import (
     Figure,
     fmt,
-    maximized,
     message_figure,
     no_finished_trial,
     percent,
@@ -80,13 +79,13 @@ def _lift_rows(study: optuna.Study, best: FrozenTrial) -> list[tuple[str, str]]:
     """The tuned baseline, the best trial's lift over it on the search's folds, and the confirmation round:
     the confirmed score next to the search's, the winner's curse and the verdict (a warning when the trial is
     not shown to be better)."""
-    baseline, maximize = reference_baseline(study), maximized(study)
+    baseline = reference_baseline(study)
     rows = []
     if baseline is None:
         rows.append(("baseline", "none completed (no lift to show)"))
     else:
         rows.append(("tuned baseline", f"trial #{baseline.number}, {score_text(baseline)}"))
-        lift = lift_of(best, baseline, maximize=maximize)
+        lift = lift_of(best, baseline)
         if lift is not None:
             rows.append(("lift over baseline (search folds)", plotly_text(lift.text())))
     confirmation = stored_confirmation(study)
@@ -97,7 +96,7 @@ def _lift_rows(study: optuna.Study, best: FrozenTrial) -> list[tuple[str, str]]:
                  ("winner's curse (search − confirmed)", f"{candidate.winners_curse:+.4f}"),
                  ("confirmation", plotly_text(verdict_text(confirmation).removeprefix("verdict: ")))]
     elif baseline is not None:
-        warning = lift_warning(best, baseline, maximize=maximize)
+        warning = lift_warning(best, baseline)
         if warning:
             rows.append(("warning", plotly_text(warning)))
     return rows
@@ -152,7 +151,7 @@ def trials_figure(study: optuna.Study) -> Figure:
         return message_figure(title, "This study has no trial yet.")
     header = ["trial", "state", study_metric(study), "confirmed", "lift", "folds", "trainable", "time (s)",
               "parameters", "reason"]
-    reference, maximize = reference_baseline(study), maximized(study)
+    reference = reference_baseline(study)
     confirmation = stored_confirmation(study)
 
     def confirmed(trial: FrozenTrial) -> str:
@@ -168,7 +167,7 @@ def trials_figure(study: optuna.Study) -> Figure:
             trial.state.name,
             score_text(trial) if trial.state == TrialState.COMPLETE else "—",
             confirmed(trial),
-            plotly_text(lift_label(trial, reference, maximize=maximize)),
+            plotly_text(lift_label(trial, reference)),
             str(len(trial.user_attrs.get("fold_scores") or trial.intermediate_values)),
             percent(trial.user_attrs.get("trainable_fraction")),
             f"{trial.duration.total_seconds():.1f}" if trial.duration else "—",

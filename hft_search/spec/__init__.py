@@ -21,7 +21,7 @@ The package keeps one concept per private module, and every public name is impor
 This package imports nothing of the project except :mod:`hft_search.exceptions` and :mod:`hft_search.urls`.
 """
 
-from hft_search.spec._checks import METRIC_GOALS, PRUNER_MIN_FOLDS, knob_range
+from hft_search.spec._checks import PRUNER_MIN_FOLDS, knob_range
 from hft_search.spec._groups import (
     GROUPS,
     SWITCHABLE_GROUPS,
@@ -60,7 +60,6 @@ __all__ = [
     "MAX_LORA_RANK",
     "MAX_SPEC_BYTES",
     "MAX_SPEC_VALUES",
-    "METRIC_GOALS",
     "MIN_LEARNING_RATE",
     "PRUNER_MIN_FOLDS",
     "REVEAL_SECRETS",

@@ -20,12 +20,6 @@ PRUNER_MIN_FOLDS: dict[str, tuple[int, str]] = {
 """Pruners that can only ever prune with enough folds: the least number of folds, and why. A new pruner
 with such a limit adds one entry here."""
 
-METRIC_GOALS: dict[str, str] = {
-    "accuracy": "maximize", "f1_macro": "maximize", "f1": "maximize", "mcc": "maximize", "roc_auc": "maximize",
-}
-"""The direction in which each ``cv.metric`` improves; ``study.direction`` must agree with it."""
-
-
 def knob_section(spec: StudySpec, name: str) -> str:
     """The section that sets knob ``name``, as the first part of an issue's path."""
     return "search_space" if name in spec.search_space else "fixed"
@@ -85,10 +79,6 @@ def _contradictions(spec: StudySpec) -> list[SpecIssue]:
     if needed is not None and spec.cv.folds < needed[0]:
         issues.append(SpecIssue("study.pruner", f"{options.pruner} with cv.folds={spec.cv.folds} can never prune: "
                                 f"{needed[1]}; use cv.folds >= {needed[0]}, or pruner: median or none"))
-    goal = METRIC_GOALS[spec.cv.metric]
-    if options.direction != goal:
-        issues.append(SpecIssue("study.direction", f"{options.direction} contradicts cv.metric "
-                                f"{spec.cv.metric!r}, which is better when higher; use direction: {goal}"))
     if options.objectives == "score+student_params" and on["distill"] is False:
         issues.append(SpecIssue("study.objectives", "score+student_params needs distillation to vary the "
                                 "student's size, but the distill group is off; switch it on (search "

@@ -33,7 +33,9 @@ class WarmStart(Section):
 
 
 class StudyOptions(Section):
-    direction: Literal["maximize", "minimize"] = "maximize"
+    direction: Literal["maximize"] = Field(
+        "maximize", description="always maximize: every cv.metric is better when higher (early stopping, lifts "
+        "and the confirmation round rely on it)")
     objectives: Literal["score", "score+trainable_fraction", "score+student_params"] = Field(
         "score", description="single objective, or also minimise the trainable fraction / student size (Pareto)"
     )
@@ -69,6 +71,16 @@ class StudyOptions(Section):
     max_consecutive_failures: int = Field(
         3, ge=1, description="a worker stops (exit 1) after this many trials in a row fail from an exception "
         "(a bug, not out of memory)")
+
+    @field_validator("direction", mode="before")
+    @classmethod
+    def _maximize_only(cls, value: Any) -> Any:
+        """One clear message for ``minimize`` (or any other value): every metric hft-search scores is better when
+        higher, so a minimized score would make early stopping keep the worst epoch and every lift change sign."""
+        if value != "maximize":
+            raise ValueError(f"{value!r} is not supported: every cv.metric is better when higher, so a study "
+                             "always maximizes its score; write direction: maximize, or leave the field out")
+        return value
 
     @field_validator("portfolio", mode="before")
     @classmethod
