@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from benchmarks._common import Context, bench_spec, check, compare, timed_trial
+from benchmarks._common import Context, FoldSizes, bench_spec, check, compare, timed_trial
 from hft_search.caching import Cache
 from hft_search.data import load_data
 from hft_search.models import load_base
@@ -37,11 +37,7 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Sizes:
-    rows: int
-    folds: int
-    max_length: int
-    epochs: int
+class Sizes(FoldSizes):
     batch_size: int
     tokenize_repeats: int
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from benchmarks._common import Context, bench_spec, check, machine_info, timed_trial
+from benchmarks._common import Context, FoldSizes, bench_spec, check, machine_info, timed_trial
 from hft_search.caching import Cache
 from hft_search.data import load_data
 from hft_search.models import load_base, load_tokenizer, model_info
@@ -53,11 +53,7 @@ class DecoderShape:
 
 
 @dataclass(frozen=True)
-class Sizes:
-    rows: int
-    folds: int
-    max_length: int
-    epochs: int
+class Sizes(FoldSizes):
     batch_size: int
     decoder: DecoderShape  # the CPU decoder
     gpu_decoder: DecoderShape

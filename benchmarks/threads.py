@@ -33,7 +33,7 @@ from typing import Any
 
 import optuna
 
-from benchmarks._common import Context, bench_spec, check, spec_yaml, study_without_extras
+from benchmarks._common import Context, FoldSizes, bench_spec, check, spec_yaml, study_without_extras
 from hft_search.workers import counts
 
 CLI = [sys.executable, "-m", "hft_search.cli"]
@@ -42,11 +42,7 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass(frozen=True)
-class Sizes:
-    rows: int
-    folds: int
-    max_length: int
-    epochs: int
+class Sizes(FoldSizes):
     n_trials: int
 
 
