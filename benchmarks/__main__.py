@@ -17,6 +17,7 @@ between ``<!-- bench:start -->`` and ``<!-- bench:end -->``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib
 import json
@@ -197,6 +198,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="PostgreSQL URL for scaling and storage (default: $HFT_TEST_POSTGRES_URL, else "
                         f"{DEFAULT_POSTGRES}); 'none' skips PostgreSQL")
     parser.add_argument("--threads", type=int, help="torch threads of this process (default: torch's choice)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="replace the preset's seeds (search_quality, ...): "
+                        "fewer seeds when time is short; the JSON records the seeds that ran")
+    parser.add_argument("--work-dir", type=Path, help="keep the scratch folder here instead of a temporary one; "
+                        "a re-run with the same folder resumes the studies it holds (search_quality's searches "
+                        "stop at their budget, a stored confirmation round is reused)")
     parser.add_argument("-v", "--verbose", action="store_true", help="INFO logs of hft_search")
     parser.set_defaults(preset="full")
     return parser
@@ -219,10 +225,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = args.names or list(SUITE)
     failed = []
     durations: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="hft-bench-") as work:
+    with contextlib.ExitStack() as stack:
+        if args.work_dir is None:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hft-bench-")))
+        else:
+            work = args.work_dir.resolve()
+            work.mkdir(parents=True, exist_ok=True)
         ctx = Context(preset=args.preset, model=args.model, train=args.train.resolve(), dev=args.dev.resolve(),
-                      results_dir=args.results_dir.resolve(), work_dir=Path(work),
-                      postgres=None if args.postgres == "none" else args.postgres)
+                      results_dir=args.results_dir.resolve(), work_dir=work,
+                      postgres=None if args.postgres == "none" else args.postgres,
+                      seeds=None if args.seeds is None else tuple(args.seeds), resume=args.work_dir is not None)
         for name in names:
             print(f"\n=== {name} ({args.preset}) ===", flush=True)
             start = time.perf_counter()

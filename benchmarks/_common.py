@@ -20,7 +20,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -64,18 +64,25 @@ class Context:
     train: Path  # a text/label file (csv, tsv, ...)
     dev: Path  # held-out file scored by search_quality
     results_dir: Path
-    work_dir: Path  # scratch space (studies, caches, checkpoints), removed after the run
+    work_dir: Path  # scratch space (studies, caches, checkpoints), removed after the run unless kept
     postgres: str | None
+    seeds: tuple[int, ...] | None = None  # replaces the preset's seeds, for benchmarks that repeat over seeds
+    resume: bool = False  # work_dir is kept between runs: a benchmark's folder may hold an earlier run's studies
 
     def sizes(self, presets: Mapping[str, Any]) -> Any:
+        """The preset's sizes, with ``seeds`` replaced when the run asked for other seeds and the sizes have any."""
         if self.preset not in presets:
             raise SystemExit(f"this benchmark has no {self.preset!r} sizes; choose one of {', '.join(presets)}")
-        return presets[self.preset]
+        sizes = presets[self.preset]
+        if self.seeds is not None and is_dataclass(sizes) and "seeds" in {f.name for f in fields(sizes)}:
+            sizes = replace(sizes, seeds=self.seeds)
+        return sizes
 
     def folder(self, name: str) -> Path:
-        """A fresh scratch folder for one benchmark (its own caches: nothing warm from another benchmark)."""
+        """A scratch folder for one benchmark (its own caches: nothing warm from another benchmark); fresh, except
+        in a kept work folder, where a re-run finds the studies and caches of the run it resumes."""
         path = self.work_dir / name
-        path.mkdir(parents=True, exist_ok=False)
+        path.mkdir(parents=True, exist_ok=self.resume)
         return path
 
 

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
 from scipy import stats
 
 from benchmarks import _anytime as anytime
@@ -50,7 +51,7 @@ from benchmarks import setfit_arm
 from benchmarks._common import ROOT, Context, bench_spec, check
 from hft_search.baseline import reference_baseline
 from hft_search.caching import Cache
-from hft_search.confirm import Confirmation, confirm_study
+from hft_search.confirm import Confirmation, confirm_study, stored_confirmation
 from hft_search.data import load_data
 from hft_search.export import export_spec, train_final
 from hft_search.models import load_base, load_config, num_layers_in_config
@@ -171,19 +172,25 @@ class Bench:
         """Run trials one at a time until ``budget`` fold-epochs are spent; the study and its measurements."""
         objective = self.objective(spec)
         study = open_study(spec)
-        start, origin, spent = time.perf_counter(), time.time(), 0
+        begun = [t.datetime_start.timestamp() for t in study.get_trials(deepcopy=False) if t.datetime_start]
+        origin = min(begun, default=time.time())  # a resumed study's clock starts at its first trial
+        spent = self.spent(study)
         while spent < budget:  # the baseline sweep's trials are outside n_trials but inside the budget
             optimize(study, objective, counted_trials(study) + 1, max_retries=0)
-            spent = sum(anytime.fold_epochs(t, self.sizes.epochs) for t in study.get_trials(deepcopy=False)
-                        if has_verdict(t))
+            spent = self.spent(study)
         labels = objective.cv.data.train.labels
         points = anytime.curve(study, origin, self.sizes.epochs)
-        return {"study": study, "wall_s": time.perf_counter() - start, "fold_epochs": spent,
+        return {"study": study, "wall_s": points[-1]["elapsed_s"], "fold_epochs": spent,  # to the last verdict
                 "best_cv": points[-1]["best_so_far"], "trials": len(points),
                 "pruned": sum(p["state"] == "PRUNED" for p in points),
                 "pruned_late": late_prunes(study, self.sizes.folds),
                 "majority_trials": anytime.majority_trials(study, float(np.bincount(labels).max() / len(labels))),
                 "curve": points}
+
+    def spent(self, study: optuna.Study) -> int:
+        """Fold-epochs the trials with a verdict have cost so far (the budget's unit)."""
+        return sum(anytime.fold_epochs(t, self.sizes.epochs) for t in study.get_trials(deepcopy=False)
+                   if has_verdict(t))
 
     def final_fit(self, run: dict[str, Any], spec: StudySpec, trial: int | None = None) -> dict[str, Any]:
         """Export the best (for (d): the confirmed winner's) or the given trial and fit it by ``train_final``
@@ -203,7 +210,12 @@ class Bench:
                 "lift_warning": best.provenance.get("lift_warning")}
 
     def confirm_run(self, run: dict[str, Any], spec: StudySpec) -> Confirmation:
-        """(d)'s confirmation round, which makes the confirmed winner ``export``'s default."""
+        """(d)'s confirmation round, which makes the confirmed winner ``export``'s default; in a resumed run (a
+        kept work folder), the round the study already stored when the search has not grown since."""
+        stored = stored_confirmation(run["study"])
+        if stored is not None and stored.searched_trials == counted_trials(run["study"]):
+            run["confirm_s"] = None  # fitted by the run this one resumes
+            return stored
         data, base = self.shared[spec.data.train or ""]
         start = time.perf_counter()
         round_ = confirm_study(run["study"], spec, cache=self.cache, data=data, base=base)
