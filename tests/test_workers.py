@@ -362,6 +362,29 @@ class TestInProcess:
 
         assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
 
+    def test_a_storage_that_goes_away_right_after_a_trial_is_waited_for(self, spec,
+                                                                         monkeypatch: pytest.MonkeyPatch):
+        """The failure-streak check reads the finished trial back; a database restarting at that moment is an
+        outage like any other (CI saw a worker die there during a PostgreSQL restart)."""
+        from optuna.exceptions import StorageInternalError
+
+        from hft_search.workers import _loop
+
+        reads = []
+
+        def flaky_trial_of(study: optuna.Study, number: int) -> FrozenTrial:
+            reads.append(number)
+            if len(reads) == 1:
+                raise StorageInternalError("the database system is shutting down")
+            return study.get_trials(deepcopy=False)[number]
+
+        monkeypatch.setattr(_loop, "trial_of", flaky_trial_of)
+        study = open_study(spec)
+
+        optimize(study, CheapObjective(0.0), 2, timeout=PROCESS_TIMEOUT_S)
+
+        assert len(reads) >= 2 and [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+
     def test_three_exception_failures_in_a_row_stop_the_worker_and_oom_does_not_count(self, spec):
         """A success ends the streak; out-of-memory trials neither extend nor end it."""
         outcomes = ["exception", "exception", "ok", "exception", "oom", "oom", "exception", "exception", "ok"]

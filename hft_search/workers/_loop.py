@@ -31,7 +31,7 @@ from typing import Any
 import optuna
 
 from hft_search._optuna_compat import experimental, heartbeat_interval, retry_callback
-from hft_search.exceptions import TrialFailure
+from hft_search.exceptions import ConsecutiveFailures, TrialFailure
 from hft_search.workers._admission import Admission, Objective, Surplus, hiding_surplus_failures
 from hft_search.workers._counting import Census, counted_trials
 from hft_search.workers._fail_fast import FailureStreak
@@ -71,12 +71,14 @@ class _Worker:
                     self.study.optimize(self.admission, n_trials=1, catch=(TrialFailure, Surplus),
                                         gc_after_trial=True)
                     after_trial()
+                    self._fail_fast()  # inside: it reads the storage, which may go away right after the trial
                 except KeyboardInterrupt:
                     self._try_hand_back()
                     raise
+                except ConsecutiveFailures:
+                    raise
                 except Exception as error:
                     self._recover(error)
-                self._fail_fast()
 
     def _fail_fast(self) -> None:
         """Take this worker's last trial into its failure streak, which stops the worker when it is too long;
