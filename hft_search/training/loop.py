@@ -1,12 +1,10 @@
 """One fine-tune: a pure function of a base model, a configuration and data (no Optuna, storage or folds).
 
-:func:`fine_tune` builds ``base.fresh(seed)``, applies the enabled strategies, trains with AdamW (linear
-warm-up and decay, clipping, bf16 autocast on CUDA), evaluates on ``valid`` after every epoch, stops early
-after ``training.patience`` epochs without improvement and restores the best epoch's weights.
-
-Efficiency: the per-step loss stays on the device (one tensor per epoch); the host reads it only every
-:data:`CHECK_EVERY` steps to catch a non-finite loss, and once per epoch for the logged mean, so the GPU is
-never stalled step by step.
+:func:`fine_tune` builds ``base.fresh(seed)`` (:mod:`._init`), applies the enabled strategies, trains with AdamW
+(linear warm-up and decay, clipping, bf16 autocast on CUDA; :mod:`._trainer`), evaluates on ``valid`` after every
+epoch, stops early after ``training.patience`` epochs without improvement and restores the best epoch's weights
+(:mod:`._epochs`). This module builds and tears down a run; the names of the private modules are re-exported
+here, where callers have always imported them.
 
 Memory on a GPU (:func:`_fit_device`): gradient checkpointing as ``training.gradient_checkpointing`` says,
 frozen projections stored in bf16 where that is exact (:mod:`.precision`), and a refusal before anything is
@@ -22,22 +20,29 @@ in a worker that runs many trials, since it only ever grows.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from hft_search.data import UNLABELED, TokenizedSplit
-from hft_search.exceptions import TrainingDiverged
-from hft_search.models import BaseModel, family_of, get_module, layers_of, select_blocks
+from hft_search.models import BaseModel
 from hft_search.spec import HybridConfig, TrainingConfig
 from hft_search.strategies import Setup, merge, prepare
-from hft_search.strategies.distillation import DistillationLoss, hidden_pairs, student_blocks
-from hft_search.training.device import autocast, resolve_device
+from hft_search.strategies.distillation import DistillationLoss
+from hft_search.training._epochs import EarlyStopping, EpochCallback, train_epochs
+from hft_search.training._init import (
+    REINIT_SEED_OFFSET,
+    initial_model,
+    reinit_count,
+    reinitialise_top,
+    set_dropout,
+)
+from hft_search.training._predict import predict_logits
+from hft_search.training._trainer import CHECK_EVERY, Trainer
+from hft_search.training.device import resolve_device
 from hft_search.training.importance import compute_importance
 from hft_search.training.memory import (
     check_fits,
@@ -45,23 +50,24 @@ from hft_search.training.memory import (
     free_device_memory,
     wants_checkpointing,
 )
-from hft_search.training.metrics import check_metric, compute_metric
-from hft_search.training.optim import (
-    build_optimizer,
-    effective_learning_rate,
-    linear_schedule,
-    optimizer_state_bytes,
-    rate_scales,
-)
+from hft_search.training.metrics import check_metric
+from hft_search.training.optim import effective_learning_rate
 from hft_search.training.precision import FrozenBf16
-from hft_search.training.states import BlockStates
 
-logger = logging.getLogger(__name__)
-
-CHECK_EVERY = 32
-REINIT_SEED_OFFSET = 0x5EED_0000
-"""Added to the fit's seed for ``training.reinit_layers`` (see :func:`reinitialise_top`)."""
-"""Steps between host reads of the loss (to stop on a non-finite one without syncing every step)."""
+__all__ = [
+    "CHECK_EVERY",
+    "REINIT_SEED_OFFSET",
+    "EarlyStopping",
+    "EpochCallback",
+    "FineTuneResult",
+    "fine_tune",
+    "initial_model",
+    "predict_logits",
+    "reinit_count",
+    "reinitialise_top",
+    "seeded",
+    "set_dropout",
+]
 
 
 @dataclass
@@ -86,106 +92,6 @@ class FineTuneResult:
     learning_rate: float = math.nan  # the peak rate it trained at (see optim.effective_learning_rate)
 
 
-class EarlyStopping:
-    """Tracks the best (highest) score and keeps a CPU copy of the trained tensors of the best epoch.
-
-    Only tensors that train are copied: frozen ones cannot differ between epochs.
-    """
-
-    def __init__(self, patience: int) -> None:
-        self.patience = patience
-        self.best_score = -math.inf
-        self.best_epoch = 0
-        self.bad_epochs = 0
-        self.snapshot: dict[str, torch.Tensor] = {}
-
-    def update(self, epoch: int, score: float, params: Mapping[str, torch.Tensor]) -> bool:
-        """Record an epoch's score; True when it improved (a nan score never does)."""
-        if score > self.best_score:
-            self.best_score, self.best_epoch, self.bad_epochs = score, epoch, 0
-            self.snapshot = {name: p.detach().to("cpu", copy=True) for name, p in params.items()}
-            return True
-        self.bad_epochs += 1
-        return False
-
-    @property
-    def should_stop(self) -> bool:
-        return self.bad_epochs >= self.patience
-
-    @torch.no_grad()
-    def restore(self, params: Mapping[str, torch.Tensor]) -> None:
-        for name, saved in self.snapshot.items():
-            params[name].copy_(saved)
-
-
-def set_dropout(model: nn.Module, p: float | None) -> None:
-    """Override every dropout probability of the model (attention dropout included); None keeps them."""
-    if p is None:
-        return
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = p
-
-
-EpochCallback = Callable[[int, float], None]
-"""Called after each evaluated epoch with ``(epoch, validation score)``; raising from it ends the fine-tune
-(the search's multi-fidelity pruning stops a hopeless configuration this way)."""
-
-
-def initial_model(base: BaseModel, config: HybridConfig, seed: int) -> nn.Module:
-    """The model a fine-tune starts from: ``base.fresh(seed)``, the dropout override, the distillation
-    student's blocks (``distill.student_init``) and the re-initialised top blocks (``training.reinit_layers``).
-
-    Why one helper: importance scores must describe the very model that is trained. For a truncated student
-    that is the student (after truncation, before freeze, LoRA or masks), so the cross-validator scores the
-    model this function returns, and :func:`fine_tune` trains it.
-    """
-    model = base.fresh(seed)
-    set_dropout(model, config.training.dropout)
-    wanted = config.distill.student_layers
-    if config.distill.enabled and wanted is not None and wanted < base.num_layers:
-        select_blocks(model, student_blocks(base.num_layers, wanted, config.distill.student_init))
-    count = reinit_count(config, layers_of(model).num_layers)
-    if count:
-        reinitialise_top(model, count, seed)
-    return model
-
-
-def reinit_count(config: HybridConfig, num_layers: int) -> int:
-    """How many top blocks ``training.reinit_layers`` re-initialises: never a block the freeze strategy
-    freezes (a frozen random block would never learn), so at most the blocks above the frozen ones."""
-    frozen = min(config.freeze.layers, num_layers) if config.freeze.enabled else 0
-    count = min(config.training.reinit_layers, num_layers - frozen)
-    if count < config.training.reinit_layers:
-        logger.info("training.reinit_layers=%d: only the %d block(s) above the frozen ones are re-initialised",
-                    config.training.reinit_layers, count)
-    return count
-
-
-def reinitialise_top(model: nn.Module, count: int, seed: int) -> None:
-    """Re-initialise the top ``count`` blocks and the pretrained part of the head (BERT's pooler) with the
-    model's own initialiser, from ``seed`` (Zhang et al., 2021: "Revisiting few-sample BERT fine-tuning"), offset
-    so that the blocks do not repeat the random numbers the new head was drawn from (:meth:`BaseModel.fresh`).
-
-    transformers 5 marks loaded tensors ``_is_hf_initialized`` and its initialisers skip those, so the marks of
-    the re-initialised modules are cleared first.
-    """
-    layers = layers_of(model)
-    fresh_head = {id(get_module(model, path)) for path in family_of(model).new_head}
-    modules = [*list(layers.blocks)[-count:], *(m for m in layers.head if id(m) not in fresh_head)]
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed + REINIT_SEED_OFFSET)
-    try:
-        for part in modules:
-            for module in part.modules():
-                module._is_hf_initialized = False
-                for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
-                    tensor._is_hf_initialized = False
-                model._init_weights(module)
-    finally:
-        torch.random.set_rng_state(state)
-
-
 @contextlib.contextmanager
 def seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch for the block and give the caller's random state back afterwards."""
@@ -197,112 +103,9 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
-def predict_logits(model: nn.Module, split: TokenizedSplit, *, batch_size: int = 64,
-                   device: str | torch.device = "auto") -> torch.Tensor:
-    """Logits [len(split), num_labels] as CPU float32; ``model`` is left on its device and in its mode."""
-    device = resolve_device(device)
-    home, was_training = next(model.parameters()).device, model.training
-    model.to(device).eval()
-    try:
-        with torch.inference_mode(), autocast(device):
-            outputs = [model(**_inputs(batch, device)).logits for _, batch in split.batches(batch_size)]
-    finally:
-        model.to(home).train(was_training)
-    if not outputs:
-        raise ValueError("cannot predict on an empty split")
-    return torch.cat(outputs).float().cpu()
-
-
-def _inputs(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """The model inputs of a batch on ``device``; labels stay out (the loss is computed here)."""
-    return {key: value.to(device, non_blocking=True) for key, value in batch.items() if key != "labels"}
-
-
-def _check_finite(losses: torch.Tensor, epoch: int, first_step: int) -> None:
-    bad = ~torch.isfinite(losses)
-    if bool(bad.any()):
-        index = int(bad.nonzero()[0])
-        value = "nan" if math.isnan(float(losses[index])) else "inf"
-        raise TrainingDiverged(f"loss became {value} at epoch {epoch} step {first_step + index + 1}")
-
-
-class _Trainer:
-    """Optimizer, schedule, masks and loss of one run; :meth:`epoch` trains one pass over the data."""
-
-    def __init__(self, setup: Setup, config: HybridConfig, device: torch.device, total_steps: int,
-                 teacher_logits: torch.Tensor | None, teacher_states: torch.Tensor | None,
-                 learning_rate: float) -> None:
-        training = config.training
-        self.model = setup.model.to(device)
-        self.loss = setup.loss
-        self.training = training
-        self.device = device
-        scales = rate_scales(setup.network, training, config.lora.lr_ratio if config.lora.enabled else 1.0)
-        self.optimizer, self.masks = build_optimizer(setup.network, setup.masks, training, device, learning_rate,
-                                                     scales)
-        self.scheduler = linear_schedule(self.optimizer, total_steps, training.warmup_ratio)
-        self.trained = [p for p in setup.network.parameters() if p.requires_grad]
-        self.teacher = teacher_logits.to(device, torch.float32) if teacher_logits is not None else None
-        self.states: BlockStates | None = None
-        self.teacher_states = None
-        pairs = [] if teacher_states is None else hidden_pairs(layers_of(setup.network).num_layers,
-                                                               teacher_states.shape[1])
-        if teacher_states is not None and not pairs:
-            logger.info("distill.hidden_weight: a 1-block student has no block below its top to compare")
-        if pairs:  # only the teacher blocks the student's blocks are compared with
-            self.states = BlockStates(setup.network, [student for student, _ in pairs])
-            self.teacher_states = teacher_states[:, [teacher for _, teacher in pairs]].to(device)
-
-    def epoch(self, train: TokenizedSplit, generator: torch.Generator, number: int) -> float:
-        """One shuffled pass; returns the mean training loss."""
-        self.model.train()
-        steps = math.ceil(len(train) / self.training.batch_size)
-        losses = torch.zeros(steps, device=self.device)
-        checked = 0
-        for step, (rows, batch) in enumerate(train.batches(self.training.batch_size, shuffle=True,
-                                                           generator=generator)):
-            losses[step] = self.step(rows, batch)
-            if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
-                _check_finite(losses[checked:step + 1], number, checked)
-                checked = step + 1
-        return float(losses.mean())
-
-    def step(self, rows: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        labels = batch["labels"].to(self.device, non_blocking=True)
-        batch = _inputs(batch, self.device)
-        teacher = self.teacher[rows.to(self.device, non_blocking=True)] if self.teacher is not None else None
-        if self.states is not None:
-            self.states.mask = batch["attention_mask"]
-        with autocast(self.device):
-            logits = self.model(**batch).logits
-        hidden = None
-        if self.states is not None:
-            hidden = (self.states.stacked(), self.teacher_states[rows.to(self.device, non_blocking=True)])
-            self.states.mask = None
-        loss = self.loss(logits.float(), labels, teacher, hidden)
-        loss.backward()
-        self.masks.zero_grads()
-        if self.training.max_grad_norm > 0:
-            nn.utils.clip_grad_norm_(self.trained, self.training.max_grad_norm)
-        self.masks.decay()
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
-
-    def state_bytes(self) -> int:
-        return optimizer_state_bytes(self.optimizer)
-
-    def memory_estimate_bytes(self) -> int:
-        """Parameters and buffers, gradients of trained tensors, optimizer state and masks."""
-        tensors = [*self.model.parameters(), *self.model.buffers()]
-        return (sum(t.numel() * t.element_size() for t in tensors)
-                + sum(p.numel() * p.element_size() for p in self.trained)
-                + self.state_bytes() + sum(m.numel() for m in self.masks.masked))
-
-
 def _check_inputs(base: BaseModel, config: HybridConfig, train: TokenizedSplit, metric: str,
                   teacher_logits: torch.Tensor | None, teacher_states: torch.Tensor | None) -> None:
+    """Refuse inputs that would fail, or silently mistrain, only after the model is built and moved."""
     check_metric(metric)
     if len(train) == 0:
         raise ValueError("cannot fine-tune on an empty training split")
@@ -404,9 +207,9 @@ def fine_tune(
         trainable, total = setup.trainable_count(), setup.total_count()
         # nothing trainable: build_optimizer raises the error that says so
         learning_rate = effective_learning_rate(training, trainable / total) if trainable else training.learning_rate
-        trainer = _Trainer(setup, config, device, total_steps, teacher_logits, teacher_states, learning_rate)
+        trainer = Trainer(setup, config, device, total_steps, teacher_logits, teacher_states, learning_rate)
         try:
-            outcome = _train(trainer, setup, training, train, valid, metric, seed, on_epoch)
+            outcome = train_epochs(trainer, setup, training, train, valid, metric, seed, on_epoch)
         finally:
             if trainer.states is not None:
                 trainer.states.close()
@@ -430,50 +233,3 @@ def fine_tune(
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return result
-
-
-@dataclass
-class _Outcome:
-    score: float
-    history: list[dict]
-    best_epoch: int
-    stopped_early: bool
-    seconds: float
-    probs: torch.Tensor | None
-
-
-def _train(trainer: _Trainer, setup: Setup, training: TrainingConfig, train: TokenizedSplit,
-           valid: TokenizedSplit | None, metric: str, seed: int, on_epoch: EpochCallback | None) -> _Outcome:
-    """The epoch loop with evaluation and early stopping (best weights restored at the end)."""
-    generator = torch.Generator().manual_seed(seed)
-    stopper = EarlyStopping(training.patience)
-    history, best_probs = [], None
-    trained = setup.trainable_parameters()
-    start = time.perf_counter()
-    for epoch in range(1, training.epochs + 1):
-        epoch_start = time.perf_counter()
-        train_loss = trainer.epoch(train, generator, epoch)
-        score = math.nan
-        if valid is not None:
-            logits = predict_logits(setup.model, valid, batch_size=max(64, training.batch_size),
-                                    device=trainer.device)
-            probs = logits.softmax(-1)
-            score = compute_metric(metric, valid.labels, probs)
-            if stopper.update(epoch, score, trained):
-                best_probs = probs
-        history.append({"epoch": epoch, "train_loss": train_loss, "valid_score": score,
-                        "seconds": time.perf_counter() - epoch_start})
-        if valid is None:
-            logger.info("epoch %d: train loss %.4f (no validation split)", epoch, train_loss)
-        else:
-            logger.info("epoch %d: train loss %.4f, valid %s %.4f", epoch, train_loss, metric, score)
-            if on_epoch is not None:
-                on_epoch(epoch, score)
-        if valid is not None and stopper.should_stop:
-            break
-    elapsed = time.perf_counter() - start
-    if stopper.snapshot:
-        stopper.restore(trained)
-    score = stopper.best_score if stopper.snapshot else math.nan
-    return _Outcome(score, history, stopper.best_epoch or len(history), len(history) < training.epochs,
-                    elapsed, best_probs)
