@@ -64,7 +64,9 @@ def load_data(spec: DataSpec, group_column: str | None = None) -> LabelledData:
     texts, raw_labels, pairs = columns_of(train_table, spec, f"the training data ({source})")
     names = label_names(raw_labels, f"the training data ({source})")
     groups = None if group_column is None else groups_of(train_table, group_column, f"the training data ({source})")
-    train = deduplicated(TextSplit(texts, to_ids(raw_labels, names, "the training data"), pairs, groups), spec)
+    train = TextSplit(texts, to_ids(raw_labels, names, "the training data"), pairs, groups)
+    if spec.deduplicate:
+        train = deduplicated(train)
     check_classes(train.labels, names, f"the training data ({source})", "add rows of it or drop its rows")
     if spec.max_train_samples is not None:
         train = train.subset(stratified_subsample(train.labels, spec.max_train_samples, spec.seed))

@@ -17,18 +17,15 @@ import numpy as np
 
 from hft_search.data._splits import TextSplit
 from hft_search.exceptions import DataError
-from hft_search.spec import DataSpec
 
 logger = logging.getLogger(__package__)  # "hft_search.data": the logger users (and tests) know these lines by
 
 
-def deduplicated(split: TextSplit, spec: DataSpec) -> TextSplit:
-    """``split`` without exact copies of earlier rows (same text, pair and label) when ``data.deduplicate``;
-    otherwise as it is. Copies land in different folds, so each is scored by a model that trained on its twin:
-    the CV estimate is inflated by memorisation, not generalisation. Dropping happens before
+def deduplicated(split: TextSplit) -> TextSplit:
+    """``split`` without exact copies of earlier rows (same text, pair and label), for ``data.deduplicate``.
+    Copies land in different folds, so each is scored by a model that trained on its twin: the CV estimate is
+    inflated by memorisation, not generalisation. :func:`~hft_search.data.load_data` drops them before
     ``max_train_samples`` subsampling, so the subsample is drawn from distinct rows."""
-    if not spec.deduplicate:
-        return split
     keep = _first_occurrences(split)
     if len(keep) < len(split):
         logger.info("data.deduplicate: dropped %d exact copies of earlier training rows", len(split) - len(keep))
@@ -64,7 +61,6 @@ def check_classes(labels: np.ndarray, names: Sequence[str], where: str, fix: str
         listed = ", ".join(repr(name) for name in rare[:5]) + (f" and {len(rare) - 5} more" if len(rare) > 5 else "")
         raise DataError(f"data.label_column: {where} has fewer than 2 rows of class {listed}; stratified folds need "
                         f"at least cv.folds rows of every class: {fix}")
-
 
 
 def stratified_subsample(labels: np.ndarray, n: int, seed: int, what: str = "max_train_samples") -> np.ndarray:
