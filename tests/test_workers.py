@@ -41,6 +41,7 @@ from hft_search.workers import (
     optimize,
     worker_seed,
 )
+from hft_search.workers._admission import Admission, Surplus, hiding_surplus_failures
 
 WORKER = Path(__file__).with_name("cheap_worker.py")
 HEARTBEAT_S = 1
@@ -310,22 +311,39 @@ class TestInProcess:
     def spec(self, sqlite_url: str):
         return cheap_spec("in-process", sqlite_url, 2, heartbeat=HEARTBEAT_S, grace=1)
 
-    def test_waiting_trials_run_and_surplus_ones_do_not_count(self, spec, caplog: pytest.LogCaptureFixture):
-        """Three re-queued trials for two places: the third starts after both are taken, and is surplus."""
+    def test_enqueued_trials_beyond_n_trials_stay_queued_for_a_later_run(self, spec):
+        """Three enqueued trials for two places: two run, the third waits for a run with a larger ``n_trials``
+        (as Optuna's ``study.optimize`` leaves it), instead of being burnt as surplus; trial by trial, as a
+        caller that checks a budget between trials runs them, each enqueued configuration runs in order."""
         study = open_study(spec)
         for layers in (1, 2, 3):
             study.enqueue_trial({"freeze.layers": layers, "training.epochs": 1})
+
+        optimize(study, CheapObjective(0.0), 2)
+        assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2 + [TrialState.WAITING]
+        optimize(study, CheapObjective(0.0), 3)
+        assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+        assert [t.params["freeze.layers"] for t in study.trials] == [1, 2, 3]
+
+    def test_a_trial_that_starts_after_the_places_are_taken_is_surplus(self, spec,
+                                                                     caplog: pytest.LogCaptureFixture):
+        """The race at the end of a study, played in one process: a trial admitted through ``Admission`` when
+        ``n_trials`` places are already held ends FAIL, ``surplus: true``, without Optuna's failure warning."""
+        study = open_study(spec)
+        optimize(study, CheapObjective(0.0), 1)
+        admission = Admission(CheapObjective(0.0), 1, None)
         caplog.set_level(logging.INFO)
         optuna.logging.enable_propagation()  # Optuna's "Trial N failed" warnings reach caplog
         try:
-            optimize(study, CheapObjective(0.0), 2)
+            with hiding_surplus_failures(admission):
+                study.optimize(admission, n_trials=1, catch=(Surplus,))
         finally:
             optuna.logging.disable_propagation()
 
         states = [(t.state, t.user_attrs.get(SURPLUS_ATTR)) for t in study.trials]
-        assert states == [(TrialState.COMPLETE, None)] * 2 + [(TrialState.FAIL, True)]
-        assert [t.params["freeze.layers"] for t in study.trials[:2]] == [1, 2]
-        assert "Trial 2 failed" not in caplog.text and "trial 2 is surplus" in caplog.text
+        assert states == [(TrialState.COMPLETE, None), (TrialState.FAIL, True)]
+        assert counted_trials(study) == 1
+        assert "Trial 1 failed" not in caplog.text and "trial 1 is surplus" in caplog.text
 
     def test_a_waiting_worker_retries_the_trial_of_a_dead_one(self, spec):
         study = open_study(spec)

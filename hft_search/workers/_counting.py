@@ -53,18 +53,25 @@ class Census:
 
     counted: int
     running: int
-    waiting: int
+    waiting_baseline: int
 
     @classmethod
     def of(cls, study: optuna.Study) -> Census:
         trials = study.get_trials(deepcopy=False)
         return cls(counted=sum(counts(t) for t in trials),
                    running=sum(t.state == TrialState.RUNNING and not is_baseline(t) for t in trials),
-                   waiting=sum(t.state == TrialState.WAITING for t in trials))
+                   waiting_baseline=sum(t.state == TrialState.WAITING and is_baseline(t) for t in trials))
 
     def next_step(self, n_trials: int) -> bool | None:
-        """True: start a trial; False: the study is done; None: all free places are held by running trials."""
-        if self.waiting:
+        """True: start a trial; False: the study is done; None: all free places are held by running trials.
+
+        A WAITING trial of the baseline sweep always runs: it takes no place. A searched WAITING trial (enqueued
+        by the user, the portfolio or a warm start, or re-queued for a dead worker) is what the next trial
+        started takes (Optuna pops WAITING trials first), so it runs while a place is free and otherwise stays
+        queued for a later run with a larger ``n_trials``, as ``study.optimize(n_trials=1)`` leaves the
+        enqueued trials it did not reach.
+        """
+        if self.waiting_baseline:
             return True
         if self.counted >= n_trials:
             return False

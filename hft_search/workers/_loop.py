@@ -2,11 +2,11 @@
 
 Before each trial a worker looks at the study:
 
-* a WAITING trial exists (a re-queued trial of a dead or interrupted worker): run it, even when ``n_trials``
-  trials already count (it is then surplus at once; :mod:`hft_search.workers._admission`), so that no trial is
-  left waiting;
-* ``n_trials`` trials count: the study is done, leave;
-* fewer than ``n_trials`` trials hold a place: start a trial;
+* a WAITING trial of the baseline sweep exists: run it (it takes no place);
+* ``n_trials`` trials count: the study is done, leave. Searched WAITING trials left (enqueued configurations,
+  re-queued trials of dead or interrupted workers) stay queued for a later run with a larger ``n_trials``,
+  as with Optuna's own ``study.optimize``; running them here would only end them as surplus;
+* fewer than ``n_trials`` trials hold a place: start a trial (Optuna takes the oldest WAITING one first);
 * otherwise every remaining place is held by a RUNNING trial of another worker: wait, polling every heartbeat
   interval (at most :data:`MAX_POLL_S`), because that worker may die. Its trial then stops beating; after the
   grace period a waiting worker marks it FAIL and re-queues its parameters as a WAITING trial
