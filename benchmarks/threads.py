@@ -22,12 +22,13 @@ left out; the wall time with start-up is recorded too.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,24 @@ def run_configuration(spec_file: Path, url: str, folder: Path, commands: list[li
             "trials_per_hour_with_startup": 3600 * len(done) / wall}
 
 
+ROWS_FILE = "rows.json"
+"""The configurations measured so far, in the benchmark's folder: a run resumed in a kept work folder
+(``--work-dir``) measures only the rest (oversubscribed configurations take the better part of an hour)."""
+
+
+def finished_rows(folder: Path, sizes: Sizes) -> dict[str, dict[str, Any]]:
+    """The rows of an earlier run in this folder at the same sizes; none when there is none."""
+    path = folder / ROWS_FILE
+    if not path.exists():
+        return {}
+    kept = json.loads(path.read_text())
+    return kept["rows"] if kept["sizes"] == asdict(sizes) else {}
+
+
+def keep_rows(folder: Path, sizes: Sizes, rows: dict[str, dict[str, Any]]) -> None:
+    (folder / ROWS_FILE).write_text(json.dumps({"sizes": asdict(sizes), "rows": rows}, indent=1))
+
+
 def run(ctx: Context) -> dict[str, Any]:
     sizes = ctx.sizes(SIZES)
     folder = ctx.folder("threads")
@@ -114,10 +133,14 @@ def run(ctx: Context) -> dict[str, Any]:
     url = f"sqlite:///{folder / 'threads.db'}"
     cores = os.cpu_count() or 1
     print(f"threads: {sizes.n_trials} trials of {sizes.folds} folds x {sizes.rows} rows, {cores} cores", flush=True)
-    rows = {}
+    rows = finished_rows(folder, sizes)
     for label, (commands, threads) in configurations(cores).items():
+        if label in rows:
+            print(f"  {label}: measured by the run this one resumes", flush=True)
+            continue
         row = {"threads_per_worker": threads, **run_configuration(spec_file, url, folder, commands)}
         rows[label] = row
+        keep_rows(folder, sizes, rows)
         print(f"  {label} ({threads} thread(s) each): {row['trials_per_hour']:.0f} trials/h, "
               f"{row['wall_s']:.0f} s with start-up, {row['counted']} counted", flush=True)
     per_hour = {label: row["trials_per_hour"] for label, row in rows.items()}

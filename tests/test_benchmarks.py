@@ -233,3 +233,16 @@ def test_first_fold_epoch_is_read_from_each_sides_record() -> None:
     assert first_fold_epoch(frozen(user_attrs={"epoch_scores": []})) is None
     assert first_fold_epoch(frozen(intermediate_values={1: 0.64, 2: 0.7})) == 0.64
     assert first_fold_epoch(frozen(intermediate_values={0: 0.64})) is None
+
+
+def test_a_resumed_threads_run_reuses_only_the_rows_measured_at_its_sizes(tmp_path: Path) -> None:
+    """``threads`` keeps each configuration's row as it finishes; a run resumed in the same work folder measures
+    only the rest, and rows measured at other sizes are never mixed in."""
+    from benchmarks.threads import SIZES, finished_rows, keep_rows
+
+    assert finished_rows(tmp_path, SIZES["full"]) == {}
+    rows = {"1 worker": {"threads_per_worker": 2, "counted": 8, "span_s": 360.0, "wall_s": 372.0,
+                         "trials_per_hour": 80.0, "trials_per_hour_with_startup": 77.4}}
+    keep_rows(tmp_path, SIZES["full"], rows)
+    assert finished_rows(tmp_path, SIZES["full"]) == rows
+    assert finished_rows(tmp_path, SIZES["quick"]) == {}
