@@ -202,7 +202,8 @@ def _parser() -> argparse.ArgumentParser:
                         "fewer seeds when time is short; the JSON records the seeds that ran")
     parser.add_argument("--work-dir", type=Path, help="keep the scratch folder here instead of a temporary one; "
                         "a re-run with the same folder resumes the studies it holds (search_quality's searches "
-                        "stop at their budget, a stored confirmation round is reused)")
+                        "stop at their budget, a stored confirmation round is reused; threads measures only the "
+                        "configurations it has no row for)")
     parser.add_argument("-v", "--verbose", action="store_true", help="INFO logs of hft_search")
     parser.set_defaults(preset="full")
     return parser
