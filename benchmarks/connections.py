@@ -120,7 +120,8 @@ def run(ctx: Context) -> dict[str, Any]:
                     row["storage_percent_of_minilm_trial"] = row["storage_ms_per_trial"] / 10 / trial_s
                 rows.append(row)
                 shown = (f"{row['storage_ms_per_trial']:.0f} ms/trial "
-                         f"({row['storage_percent_of_minilm_trial']:.2f} %), {row['trials_per_s']:.1f} trials/s"
+                         f"({row['storage_percent_of_minilm_trial']:.2f} %), {row['trials_per_s']:.1f} trials/s, "
+                         f"{row['surplus_trials']} trials started beyond n_trials"
                          if row["exact"] else f"failed: {row['error'][:120]}")
                 print(f"  {workers} workers, {route}: peak {row['peak_server_connections']} server connections, "
                       f"{shown}", flush=True)

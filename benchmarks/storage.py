@@ -198,7 +198,9 @@ def summarize(trials: list[optuna.trial.FrozenTrial], reports: list[dict], worke
     counted = sum(counts(t) for t in trials)
     if counted != n_trials or any(t.state == TrialState.RUNNING for t in trials):
         raise RuntimeError(f"{counted} trials counted instead of {n_trials}: the worker loop is broken")
-    span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
+    left = sum(t.state == TrialState.WAITING for t in trials)  # re-queued copies the study no longer needed
+    ran = [t for t in trials if t.datetime_complete is not None]
+    span = (max(t.datetime_complete for t in ran) - min(t.datetime_start for t in ran)).total_seconds()
     calls: Counter[str] = Counter()
     seconds: Counter[str] = Counter()
     for report in reports:
@@ -207,8 +209,8 @@ def summarize(trials: list[optuna.trial.FrozenTrial], reports: list[dict], worke
     foreground = sum(s for key, s in seconds.items() if not key.endswith(BACKGROUND))
     top = sorted(seconds, key=seconds.__getitem__, reverse=True)[:5]
     return {
-        "workers": workers, "trials": n_trials, "trials_started": len(trials),
-        "surplus_trials": len(trials) - n_trials, "span_s": round(span, 3),
+        "workers": workers, "trials": n_trials, "trials_started": len(ran),
+        "surplus_trials": len(ran) - n_trials, "left_waiting": left, "span_s": round(span, 3),
         "trials_per_s": n_trials / span, "storage_ops": sum(calls.values()),
         "storage_ops_per_s": sum(calls.values()) / span,
         "storage_ops_per_trial": sum(calls.values()) / n_trials,
