@@ -144,15 +144,29 @@ def run(ctx: Context) -> dict[str, Any]:
         keep_rows(folder, sizes, rows)
         print(f"  {label} ({threads} thread(s) each): {row['trials_per_hour']:.0f} trials/h, "
               f"{row['wall_s']:.0f} s with start-up, {row['counted']} counted", flush=True)
+    return summarize(rows, sizes, cores, notes)
+
+
+def summarize(rows: dict[str, dict[str, Any]], sizes: Sizes, cores: int, notes: list[str]) -> dict[str, Any]:
+    """The result and its targets from the rows measured; a configuration without a row (a run stopped before
+    it, see :data:`ROWS_FILE`) is named in ``not_measured`` and its targets are not met."""
     per_hour = {label: row["trials_per_hour"] for label, row in rows.items()}
-    one = per_hour["1 worker"]
+
+    def ratio(label: str, to: str) -> tuple[float | None, str]:
+        if label not in per_hour or to not in per_hour:
+            return None, f"not measured: {', '.join(x for x in (label, to) if x not in per_hour)}"
+        return per_hour[label] / per_hour[to], f"{per_hour[label]:.0f}/h vs {per_hour[to]:.0f}/h"
+
     targets = []
     for split, unsplit in SPLITS.items():
-        targets.append(check(f"trials/h, {split} / 1 worker", per_hour[split] / one, 1.0, at_most=False,
-                             detail=f"{per_hour[split]:.0f}/h vs {one:.0f}/h, {cores} cores, "
-                             f"{rows[split]['threads_per_worker']} thread(s) per worker"))
-        targets.append(check(f"trials/h, {split} / {unsplit}", per_hour[split] / per_hour[unsplit], 1.0,
-                             at_most=False, detail=f"{per_hour[split]:.0f}/h vs {per_hour[unsplit]:.0f}/h"))
+        value, detail = ratio(split, "1 worker")
+        if value is not None:
+            detail += f", {cores} cores, {rows[split]['threads_per_worker']} thread(s) per worker"
+        targets.append(check(f"trials/h, {split} / 1 worker", value, 1.0, at_most=False, detail=detail))
+        value, detail = ratio(split, unsplit)
+        targets.append(check(f"trials/h, {split} / {unsplit}", value, 1.0, at_most=False, detail=detail))
     targets.append(check("trials counted off n_trials (absolute), worst configuration",
                          max(abs(row["counted"] - sizes.n_trials) for row in rows.values()), 0))
-    return {"sizes": sizes, "cores": cores, "rows": rows, "switched": notes, "targets": targets}
+    missing = [label for label in configurations(cores) if label not in rows]
+    return {"sizes": sizes, "cores": cores, "rows": rows, "switched": notes, "targets": targets,
+            "not_measured": missing}

@@ -246,3 +246,23 @@ def test_a_resumed_threads_run_reuses_only_the_rows_measured_at_its_sizes(tmp_pa
     keep_rows(tmp_path, SIZES["full"], rows)
     assert finished_rows(tmp_path, SIZES["full"]) == rows
     assert finished_rows(tmp_path, SIZES["quick"]) == {}
+
+
+def test_threads_targets_of_configurations_not_measured_are_not_met() -> None:
+    """A threads run stopped before its last configurations still reports the rest, and names what is missing
+    instead of leaving it out of the table."""
+    from benchmarks.threads import SIZES, summarize
+
+    def row(per_hour: float, threads: int) -> dict:
+        return {"threads_per_worker": threads, "counted": 8, "span_s": 3600 * 8 / per_hour, "wall_s": 400.0,
+                "trials_per_hour": per_hour, "trials_per_hour_with_startup": per_hour * 0.9}
+
+    rows = {"1 worker": row(80.0, 2), "2 workers, no split": row(18.0, 2), "2 workers, --threads": row(78.0, 1),
+            "launch --workers 2": row(84.0, 1)}
+    result = summarize(rows, SIZES["full"], 2, [])
+    assert result["not_measured"] == ["4 workers, --threads", "4 workers, no split"]
+    by_name = {t["name"]: t for t in result["targets"]}
+    assert by_name["trials/h, launch --workers 2 / 1 worker"]["met"]
+    assert not by_name["trials/h, 2 workers, --threads / 1 worker"]["met"]  # 78 / 80
+    missing = by_name["trials/h, 4 workers, --threads / 4 workers, no split"]
+    assert missing["value"] is None and not missing["met"] and "not measured" in missing["detail"]
