@@ -17,7 +17,8 @@ worker alone (>= 1.0x), and splitting never loses to not splitting.
 Trials per hour come from the trials' own timestamps (first start to last end), so start-up (and Ray's) is
 left out; the wall time with start-up is recorded too.
 
-    python -m benchmarks threads        # about 30 min on 2 idle cores (8 trials x 3 folds x 480 rows, x6)
+    python -m benchmarks threads        # 8 trials x 3 folds x 480 rows, x6: over 1.5 h on 2 idle cores (the
+                                        # unsplit workers are several times slower); --work-dir resumes
 """
 
 from __future__ import annotations
