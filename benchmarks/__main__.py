@@ -147,12 +147,17 @@ def render_table(results_dir: Path, preset: str) -> str:
         for target in targets_of(name, data, preset):
             value = target["value"]
             shown = "n/a" if value is None else f"{value:.3g}"
-            detail = f" ({target['detail']})" if target.get("detail") else ""
-            lines.append(f"| {name} | {target['name']} | {shown}{detail} | {target['comparison']} "
+            detail = f" ({_cell(target['detail'])})" if target.get("detail") else ""
+            lines.append(f"| {name} | {_cell(target['name'])} | {shown}{detail} | {target['comparison']} "
                          f"{target['target']:g} | {'yes' if target['met'] else '**no**'} |")
     header = (f"_Sizes: `{preset}`; measured on {'; '.join(sorted(machines)) or 'an unrecorded machine'}. "
               "Regenerate with `python -m benchmarks --update-readme`; details in `benchmarks/results/`._")
     return "\n".join([header, "", *lines]) + "\n"
+
+
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell: a ``|`` (as in ``|mean (s) - (h)|``) would end the cell."""
+    return text.replace("|", "\\|")
 
 
 def update_readme(table: str, readme: Path = README) -> None:

@@ -266,3 +266,13 @@ def test_threads_targets_of_configurations_not_measured_are_not_met() -> None:
     assert not by_name["trials/h, 2 workers, --threads / 1 worker"]["met"]  # 78 / 80
     missing = by_name["trials/h, 4 workers, --threads / 4 workers, no split"]
     assert missing["value"] is None and not missing["met"] and "not measured" in missing["detail"]
+
+
+def test_a_pipe_in_a_figure_name_does_not_split_its_table_row(tmp_path: Path) -> None:
+    from benchmarks.__main__ import render_table
+
+    target = {"name": "systematic offset |mean (s) - (h)|", "value": 0.01, "target": 0.02, "comparison": "<=",
+              "met": True, "detail": "mean |(s) - (h)| 0.017"}
+    (tmp_path / "study_vs_handwritten.json").write_text(json.dumps({"full": {"targets": [target]}}))
+    row = next(line for line in render_table(tmp_path, "full").splitlines() if line.startswith("| study_vs"))
+    assert row.replace("\\|", "").count("|") == 6  # five cells
