@@ -117,18 +117,23 @@ class PeakConnections:
     """Samples PostgreSQL's connections to a database in a thread; ``peak`` is the most seen.
 
     It holds its own connection from the start, so that a server that runs out of connections during the
-    measurement (the point of measuring) still answers it.
+    measurement (the point of measuring) still answers it. ``before`` is what was already connected when the
+    measurement began (idle pools of earlier tests in the same process, say): ``peak - before`` is what the
+    measured workers added.
     """
 
     def __init__(self, postgres_url: str) -> None:
         self.engine = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)
         self.peak = 0
+        self.before = 0
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def __enter__(self) -> PeakConnections:
         self._connection = self.engine.connect()
+        self.before = self._connection.execute(SERVER_CONNECTIONS).scalar_one()
+        self._connection.commit()
         self._thread.start()
         return self
 
