@@ -19,7 +19,7 @@ import platform
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -260,6 +260,17 @@ def spec_yaml(spec: StudySpec) -> str:
 def trial_seconds(trial: Any) -> float:
     """Wall time of a finished Optuna trial, from its own timestamps."""
     return (trial.datetime_complete - trial.datetime_start).total_seconds()
+
+
+def span_s(trials: Iterable[Any]) -> float:
+    """Seconds from the earliest start to the latest completion of the trials that finished.
+
+    A study's throughput window: worker start-up (and Ray's) stays outside it, and trials that ran side by side
+    count once, which a sum of :func:`trial_seconds` would not."""
+    finished = [t for t in trials if t.datetime_complete is not None]
+    if not finished:
+        raise ValueError("no finished trial to time")
+    return (max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)).total_seconds()
 
 
 def timed_trial(study: Any, objective: Any) -> tuple[Any, float]:

@@ -33,7 +33,7 @@ import optuna
 import torch
 import yaml
 
-from benchmarks._common import RESULTS_DIR, ROOT, machine_info, write_json
+from benchmarks._common import RESULTS_DIR, ROOT, machine_info, span_s, write_json
 from hft_search.objective import CVObjective
 from hft_search.spec import StudySpec, load_spec, spec_from_dict
 from hft_search.study import default_cache, open_study
@@ -137,7 +137,7 @@ def check_packing(folder: Path) -> dict[str, Any]:
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
         study = optuna.load_study(study_name=name, storage=spec.study.storage)
         finished = [t for t in study.get_trials(deepcopy=False) if counts(t) and t.datetime_complete]
-        span = (max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)).total_seconds()
+        span = span_s(finished)
         rows[f"{packed} per GPU"] = {"exit": done.returncode, "counted": len(finished), "span_s": span,
                                      "trials_per_hour": 3600 * len(finished) / span,
                                      "log_tail": done.stderr[-1500:] if done.returncode else ""}

@@ -27,7 +27,7 @@ from typing import Any
 
 import optuna
 
-from benchmarks._common import Context, bench_spec, check
+from benchmarks._common import Context, bench_spec, check, span_s
 from hft_search.storage import delete_study_if_exists, make_storage, mask_url
 from hft_search.workers import counts
 
@@ -127,7 +127,7 @@ def run_workers(url: str, spec_file: Path, folder: Path, workers: int, n_trials:
                 process.kill()
         delete_study_if_exists(name, url)
     done = [t for t in trials if t.datetime_complete is not None and counts(t)]
-    span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+    span = span_s(done)
     return {"workers": workers, "threads_per_worker": threads, "n_trials": n_trials,
             "counted": sum(counts(t) for t in trials), "started": len(trials), "span_s": span, "wall_s": wall,
             "trials_per_hour": 3600 * len(done) / span, "trials_per_hour_with_startup": 3600 * len(done) / wall}

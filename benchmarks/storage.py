@@ -198,9 +198,11 @@ def summarize(trials: list[optuna.trial.FrozenTrial], reports: list[dict], worke
     counted = sum(counts(t) for t in trials)
     if counted != n_trials or any(t.state == TrialState.RUNNING for t in trials):
         raise RuntimeError(f"{counted} trials counted instead of {n_trials}: the worker loop is broken")
+    from benchmarks._common import span_s
+
     left = sum(t.state == TrialState.WAITING for t in trials)  # re-queued copies the study no longer needed
     ran = [t for t in trials if t.datetime_complete is not None]
-    span = (max(t.datetime_complete for t in ran) - min(t.datetime_start for t in ran)).total_seconds()
+    span = span_s(ran)
     calls: Counter[str] = Counter()
     seconds: Counter[str] = Counter()
     for report in reports:
@@ -232,7 +234,7 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
 def minilm_trial(quick: bool, folder: Path, data: Path | None) -> dict[str, Any]:
     """Time one real CV trial on the packaged MiniLM (the quickstart spec, on ``data`` when given; smaller with
     ``--quick``), with the storage calls it makes metered as in the workers."""
-    from benchmarks._common import study_without_extras
+    from benchmarks._common import study_without_extras, trial_seconds
     from hft_search.objective import CVObjective
     from hft_search.spec import spec_from_dict
     from hft_search.study import default_cache
@@ -258,7 +260,7 @@ def minilm_trial(quick: bool, folder: Path, data: Path | None) -> dict[str, Any]
     meter = StorageMeter()
     meter.install(CachedStorage)
     (trial,) = optimize(study, objective, 1).get_trials()
-    seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    seconds = trial_seconds(trial)
     in_trial = sum(s for key, s in meter.seconds.items() if not key.endswith(BACKGROUND))
     return {"spec": "studies/quickstart.yaml" + (" (96 rows, 2 folds, 1 epoch)" if quick else ""),
             "data": raw["data"]["train"], "rows": raw["data"]["max_train_samples"], "state": trial.state.name,

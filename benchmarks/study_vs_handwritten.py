@@ -50,6 +50,7 @@ from benchmarks._common import (
     quiet_libraries,
     spec_yaml,
     study_without_extras,
+    trial_seconds,
     write_json,
 )
 
@@ -236,7 +237,7 @@ def summarize(study: Any, wall: float, origin: float, parts: dict[str, Any], epo
                "fold_scores": t.user_attrs.get("fold_scores") or [], "fold_epochs": anytime.fold_epochs(t, 0),
                "first_fold_epoch": first_fold_epoch(t),
                "teacher_epochs": t.user_attrs.get("teacher_epochs"),
-               "seconds": (t.datetime_complete - t.datetime_start).total_seconds()}
+               "seconds": trial_seconds(t)}
               for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
     return {"wall_s": wall, "parts": parts, "trials": trials, "curve": anytime.curve(study, origin, epochs),
             "fold_epochs": sum(t["fold_epochs"] for t in trials),

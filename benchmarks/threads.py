@@ -30,12 +30,13 @@ import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-from benchmarks._common import Context, FoldSizes, bench_spec, check, spec_yaml, study_without_extras
+from benchmarks._common import Context, FoldSizes, bench_spec, check, span_s, spec_yaml, study_without_extras
 from hft_search.workers import counts
 
 CLI = [sys.executable, "-m", "hft_search.cli"]
@@ -99,7 +100,7 @@ def run_configuration(spec_file: Path, url: str, folder: Path, commands: list[li
         raise RuntimeError(f"exit codes {codes}; log of the first that failed:\n{logs[failed].read_text()[-2000:]}")
     trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
     done = [t for t in trials if counts(t) and t.datetime_complete is not None]
-    span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+    span = span_s(done)
     return {"counted": len(done), "span_s": span, "wall_s": wall, "trials_per_hour": 3600 * len(done) / span,
             "trials_per_hour_with_startup": 3600 * len(done) / wall}
 
@@ -140,7 +141,9 @@ def run(ctx: Context) -> dict[str, Any]:
         if label in rows:
             print(f"  {label}: measured by the run this one resumes", flush=True)
             continue
-        row = {"threads_per_worker": threads, **run_configuration(spec_file, url, folder, commands)}
+        measured_at = datetime.now(timezone.utc).isoformat(timespec="seconds")  # a resumed run's rows differ
+        row = {"threads_per_worker": threads, "measured_at": measured_at,
+               **run_configuration(spec_file, url, folder, commands)}
         rows[label] = row
         keep_rows(folder, sizes, rows)
         print(f"  {label} ({threads} thread(s) each): {row['trials_per_hour']:.0f} trials/h, "

@@ -268,6 +268,24 @@ def test_threads_targets_of_configurations_not_measured_are_not_met() -> None:
     assert missing["value"] is None and not missing["met"] and "not measured" in missing["detail"]
 
 
+def test_a_study_span_runs_from_the_first_start_to_the_last_completion() -> None:
+    """Trials that ran side by side count once; a trial still running is outside the span."""
+    from datetime import datetime, timedelta
+    from types import SimpleNamespace
+
+    from benchmarks._common import span_s
+
+    t0 = datetime(2026, 12, 5, 18, 0, 0)
+
+    def trial(start: int, end: int | None) -> SimpleNamespace:
+        return SimpleNamespace(datetime_start=t0 + timedelta(seconds=start),
+                               datetime_complete=None if end is None else t0 + timedelta(seconds=end))
+
+    assert span_s([trial(10, 40), trial(0, 30), trial(5, None)]) == 40.0
+    with pytest.raises(ValueError, match="no finished trial"):
+        span_s([trial(0, None)])
+
+
 def test_a_pipe_in_a_figure_name_does_not_split_its_table_row(tmp_path: Path) -> None:
     from benchmarks.__main__ import render_table
 
