@@ -23,8 +23,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 import yaml
 from cheap_worker import GRID_SIZE, STARTED, CheapObjective, cheap_spec
+from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from test_storage import SECRET, abandon_a_trial, postgres_url, unreachable_postgres_url
@@ -344,6 +346,28 @@ class TestInProcess:
         assert states == [(TrialState.COMPLETE, None), (TrialState.FAIL, True)]
         assert counted_trials(study) == 1
         assert "Trial 1 failed" not in caplog.text and "trial 1 is surplus" in caplog.text
+
+    def test_a_trial_ended_by_a_lost_storage_is_one_line_in_the_log(self, spec,
+                                                                   caplog: pytest.LogCaptureFixture):
+        """A database that refuses clients fails one trial per attempt; each is Optuna's one-line warning,
+        not a traceback (64 direct workers once wrote about 300,000 lines of them)."""
+        study = open_study(spec)
+
+        def refused(trial: optuna.Trial) -> float:
+            raise StorageInternalError("commit failed") from sqlalchemy.exc.OperationalError(
+                "connect", {}, Exception("FATAL:  sorry, too many clients already"))
+
+        admission = Admission(refused, 1, None)
+        caplog.set_level(logging.INFO)
+        optuna.logging.enable_propagation()
+        try:
+            with hiding_surplus_failures(admission), pytest.raises(StorageInternalError):
+                study.optimize(admission, n_trials=1, catch=(Surplus,))
+        finally:
+            optuna.logging.disable_propagation()
+
+        assert "Trial 0 failed" in caplog.text and "StorageInternalError" in caplog.text
+        assert "Traceback" not in caplog.text
 
     def test_a_waiting_worker_retries_the_trial_of_a_dead_one(self, spec):
         study = open_study(spec)

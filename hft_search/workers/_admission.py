@@ -28,6 +28,7 @@ from hft_search._optuna_compat import OPTIMIZE_LOGGER, failed_trial_number
 from hft_search.attrs import BASELINE_ATTR, SURPLUS_ATTR
 from hft_search.exceptions import TrialFailure
 from hft_search.workers._counting import holds_place
+from hft_search.workers._outage import storage_failure
 from hft_search.workers._signals import AbortTrial
 
 logger = logging.getLogger(__package__)  # one logger name for the whole worker loop, as before its split
@@ -74,7 +75,9 @@ class _HideSurplusFailures(logging.Filter):
     """Drops Optuna's "Trial N failed" warnings about surplus trials: not failures (logged at INFO here).
 
     Also takes the traceback off Optuna's warning about a trial ended by Ctrl-C or a second stop signal: it
-    shows where the process happened to be, which says nothing to a user; the one line stays. And drops
+    shows where the process happened to be, which says nothing to a user; the one line stays. The same for a
+    trial ended by a lost storage connection: the worker logs the outage itself, and a database that refuses
+    clients (``max_connections``) would otherwise fill the log with one long traceback per attempt. And drops
     Optuna's two warnings (one with a traceback) about a trial whose objective already logged why it failed
     (a :class:`TrialFailure`), so a failing trial is one line; ``--verbose`` (debug logging) keeps them.
     """
@@ -85,7 +88,8 @@ class _HideSurplusFailures(logging.Filter):
         self.explained: set[int] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+        if record.exc_info and (isinstance(record.exc_info[1], KeyboardInterrupt)
+                                or storage_failure(record.exc_info[1]) is not None):
             record.exc_info, record.exc_text = None, None
         number = failed_trial_number(record.getMessage())
         if number is None:
