@@ -183,6 +183,37 @@ class TestSQLite:
 
         assert (mode, busy_ms) == ("wal", 60_000)
 
+    def test_a_trial_state_changes_once_across_processes(self, tmp_path: Path):
+        """Two workers sweeping a dead worker's trial must not both mark it FAIL (each would re-queue it).
+        SQLite ignores ``FOR UPDATE``, so the state change holds a file lock: another process's change waits for
+        it, then finds the trial finished."""
+        import threading
+
+        url = f"sqlite:///{tmp_path / 'hft.db'}"
+        first, second = make_storage(url), make_storage(url)  # two engines, as two worker processes have
+        study = optuna.create_study(storage=first, study_name="lock")
+        trial_id = study.ask()._trial_id
+        outcome: list[object] = []
+
+        def sweep() -> None:
+            try:
+                outcome.append(second.set_trial_state_values(trial_id, TrialState.FAIL))
+            except optuna.exceptions.UpdateFinishedTrialError as error:
+                outcome.append(error)
+
+        with first.state_change_lock():
+            sweeper = threading.Thread(target=sweep)
+            sweeper.start()
+            sweeper.join(timeout=1.0)
+            assert sweeper.is_alive() and outcome == []  # waits for the lock
+            assert RDBStorage.set_trial_state_values(first, trial_id, TrialState.FAIL)  # the lock is held here
+        sweeper.join(timeout=30)
+
+        assert len(outcome) == 1 and isinstance(outcome[0], optuna.exceptions.UpdateFinishedTrialError)
+        assert (tmp_path / "hft.db-lock").is_file()
+        for storage in (first, second):
+            storage.engine.dispose()
+
     def test_relative_path_is_relative_to_the_working_directory(self, tmp_path, monkeypatch):
         monkeypatch.chdir(tmp_path)
         make_storage("sqlite:///runs/hft.db").engine.dispose()

@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import sqlalchemy
 from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage
+from optuna.trial import TrialState
 
 from hft_search._optuna_compat import StaleSweepHookStorage, experimental, retry_callback, running_without_heartbeat
 from hft_search.exceptions import StorageError
@@ -41,6 +44,15 @@ class _RDBStorage(StaleSweepHookStorage):
       within one interval, if not the trial is declared dead one grace period later, like any other. The
       clock is the database's, so workers whose clocks disagree still agree on that.
     """
+
+    state_change_lock: Callable[[], AbstractContextManager[Any]] = nullcontext
+    """Held around every change of a trial's state. PostgreSQL needs none (Optuna reads the row ``FOR
+    UPDATE``); SQLite sets a file lock (:mod:`hft_search.storage._sqlite`)."""
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState,
+                               values: Sequence[float] | None = None) -> bool:
+        with self.state_change_lock():
+            return super().set_trial_state_values(trial_id, state, values)
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:

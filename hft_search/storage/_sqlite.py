@@ -7,8 +7,11 @@ check of an existing file) is SQLite's alone, and so are the side files that bel
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +32,9 @@ SQLITE_WAL_SYNCHRONOUS = "NORMAL"
 a power cut may lose the last commits, never the database. Writes get about five times faster (each trial
 makes some thirty of them; see benchmarks/storage.py)."""
 
-SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
-"""Files SQLite keeps beside a database (write-ahead log, shared memory, rollback journal): part of it."""
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal", "-lock")
+"""Files kept beside a database (SQLite's write-ahead log, shared memory and rollback journal; the workers'
+state-change lock, see :func:`state_change_lock`): part of it."""
 
 
 def sqlite_storage(url: str, heartbeat: dict[str, Any], *, create: bool = True) -> RDBStorage:
@@ -46,10 +50,31 @@ def sqlite_storage(url: str, heartbeat: dict[str, Any], *, create: bool = True) 
     wal = create and bool(database) and database != ":memory:" and _enable_wal(Path(database))
     engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     storage = rdb_storage(url, engine_kwargs, heartbeat, hint="Check that the folder is writable.")
+    if database and database != ":memory:":
+        storage.state_change_lock = state_change_lock(Path(f"{Path(database).absolute()}-lock"))
     if wal:
         sqlalchemy.event.listen(storage.engine, "connect", _set_wal_synchronous)
         storage.engine.dispose()  # the connections Optuna opened to create its tables do not have it yet
     return storage
+
+
+def state_change_lock(path: Path) -> Callable[[], AbstractContextManager[None]]:
+    """An exclusive lock on the file ``path`` (created on first use), for every process on this machine.
+
+    Why: Optuna changes a trial's state by reading it ``FOR UPDATE`` and writing it only if it is unfinished.
+    SQLite ignores ``FOR UPDATE``, and Python's driver begins the transaction only at the write, so two workers
+    sweeping stale trials could both see a dead worker's trial RUNNING, both mark it FAIL, and both re-queue it:
+    one crash, two retries. Under this lock the read and the write of one state change are one step. A
+    separate file, not the database: closing a descriptor of the database would drop SQLite's own locks.
+    """
+
+    @contextlib.contextmanager
+    def locked() -> Iterator[None]:
+        with path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+            yield
+
+    return locked
 
 
 def sqlite_files(url: str) -> list[Path]:
