@@ -32,7 +32,10 @@ SQLITE_WAL_SYNCHRONOUS = "NORMAL"
 a power cut may lose the last commits, never the database. Writes get about five times faster (each trial
 makes some thirty of them; see benchmarks/storage.py)."""
 
-SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal", "-lock")
+STATE_CHANGE_LOCK_SUFFIX = "-lock"
+"""The side file of :func:`state_change_lock`."""
+
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal", STATE_CHANGE_LOCK_SUFFIX)
 """Files kept beside a database (SQLite's write-ahead log, shared memory and rollback journal; the workers'
 state-change lock, see :func:`state_change_lock`): part of it."""
 
@@ -47,11 +50,12 @@ def sqlite_storage(url: str, heartbeat: dict[str, Any], *, create: bool = True) 
     Without ``create`` (an existing database, opened to read) nothing is switched: the file stays as it is.
     """
     database = parse_url(url).database
-    wal = create and bool(database) and database != ":memory:" and _enable_wal(Path(database))
+    on_disk = bool(database) and database != ":memory:"
+    wal = create and on_disk and _enable_wal(Path(database))
     engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     storage = rdb_storage(url, engine_kwargs, heartbeat, hint="Check that the folder is writable.")
-    if database and database != ":memory:":
-        storage.state_change_lock = state_change_lock(Path(f"{Path(database).absolute()}-lock"))
+    if on_disk:  # the lock file is the side file that sqlite_files names, so input checks cover the same path
+        storage.state_change_lock = state_change_lock(Path(f"{sqlite_files(url)[0]}{STATE_CHANGE_LOCK_SUFFIX}"))
     if wal:
         sqlalchemy.event.listen(storage.engine, "connect", _set_wal_synchronous)
         storage.engine.dispose()  # the connections Optuna opened to create its tables do not have it yet
